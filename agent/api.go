@@ -1,0 +1,101 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Controller is what the control socket serves: the operations an operator can ask of a
+// running agent. The agent implements it by handing each request to its run loop.
+type Controller interface {
+	// Members lists every peer this agent knows, itself included.
+	Members(ctx context.Context) ([]MemberView, error)
+	// Status reports, per group, who should own it and what EC2 says about it.
+	Status(ctx context.Context) (StatusView, error)
+	// Yield hands the named groups (all when empty) to the next peer by priority and keeps
+	// this node from reclaiming them until Resume or a restart.
+	Yield(ctx context.Context, groups []string) (ActionResult, error)
+	// Resume clears a yield on the named groups (all when empty).
+	Resume(ctx context.Context, groups []string) (ActionResult, error)
+	// Takeover makes this node the owner of the named groups (all when empty) now.
+	Takeover(ctx context.Context, groups []string) (ActionResult, error)
+}
+
+// ErrUnknownGroup is returned when a request names a group the agent does not manage.
+var ErrUnknownGroup = errors.New("unknown group")
+
+// MemberView is one peer as the members command shows it.
+type MemberView struct {
+	Name    string            `json:"name"`
+	Address string            `json:"address"`
+	State   string            `json:"state"` // alive, suspect, dead, left
+	Self    bool              `json:"self"`
+	Healthy bool              `json:"healthy"`
+	Reason  string            `json:"reason,omitempty"` // why not healthy
+	Groups  []MemberGroupView `json:"groups"`
+}
+
+// MemberGroupView is a member's standing in one group.
+type MemberGroupView struct {
+	Name     string `json:"name"`
+	Priority int    `json:"priority"`
+	Yielded  bool   `json:"yielded"`
+	Owns     bool   `json:"owns"`
+}
+
+// StatusView is the status command's answer.
+type StatusView struct {
+	Node    string      `json:"node"`
+	Version string      `json:"version"`
+	Groups  []GroupView `json:"groups"`
+}
+
+// GroupView is one group's state as this agent sees it.
+type GroupView struct {
+	Name         string        `json:"name"`
+	DesiredOwner string        `json:"desired_owner"`
+	EC2Owner     string        `json:"ec2_owner"`
+	Yielded      bool          `json:"yielded"`
+	ElasticIP    EIPView       `json:"elastic_ip"`
+	Routes       []RouteView   `json:"routes"`
+	ObservedAt   time.Time     `json:"observed_at"`
+	ObserveError string        `json:"observe_error,omitempty"`
+	LastTakeover *TakeoverView `json:"last_takeover,omitempty"`
+}
+
+// EIPView is what EC2 reports for a group's Elastic IP.
+type EIPView struct {
+	AllocationID string `json:"allocation_id"`
+	PublicIP     string `json:"public_ip"`
+	InstanceID   string `json:"instance_id"`
+}
+
+// RouteView is what EC2 reports for one managed route.
+type RouteView struct {
+	RouteTableID string `json:"route_table_id"`
+	Destination  string `json:"destination"`
+	Target       string `json:"target"` // instance id, eni id, or "" when missing
+	State        string `json:"state"`  // active, blackhole, missing
+}
+
+// TakeoverView describes one takeover by this node, with its timings measured from detection.
+type TakeoverView struct {
+	Group       string        `json:"group"`
+	From        string        `json:"from"`
+	To          string        `json:"to"`
+	Reason      string        `json:"reason"`
+	Started     time.Time     `json:"started"`
+	Detected    time.Duration `json:"detected"`     // from the event that triggered it (0 if none)
+	Confirmed   time.Duration `json:"confirmed"`    // independent confirmation took this long
+	EIPMoved    time.Duration `json:"eip_moved"`    // since Started
+	RoutesMoved time.Duration `json:"routes_moved"` // since Started
+	Verified    time.Duration `json:"verified"`     // since Started
+	Error       string        `json:"error,omitempty"`
+}
+
+// ActionResult answers yield, resume and takeover.
+type ActionResult struct {
+	Groups  []string `json:"groups"`
+	Message string   `json:"message"`
+}

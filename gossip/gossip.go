@@ -1,0 +1,511 @@
+// Package gossip wraps hashicorp/memberlist for the agent: it carries each node's Meta, turns
+// membership changes into a queue of Events that never blocks memberlist, re-joins configured
+// peers that dropped out of the member list, and confirms a death with direct probes.
+package gossip
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/memberlist"
+)
+
+// Config is what a Gossip needs to run.
+type Config struct {
+	// Name is this node's unique name: the EC2 instance id.
+	Name string
+	// BindAddr and BindPort are where memberlist listens (UDP and TCP).
+	BindAddr string
+	BindPort int
+	// AdvertiseAddr and AdvertisePort are what peers are told to use; empty/0 means bind's.
+	AdvertiseAddr string
+	AdvertisePort int
+	// Peers are host:port addresses of the other nodes, joined at start and re-joined
+	// whenever they are missing from the member list.
+	Peers []string
+	// EncryptKey (16, 24 or 32 bytes) turns on AES-GCM for all gossip; nil means plaintext.
+	EncryptKey []byte
+	// Timers; see config.Gossip.
+	ProbeInterval  time.Duration
+	ProbeTimeout   time.Duration
+	SuspicionMult  int
+	GossipInterval time.Duration
+	RejoinInterval time.Duration
+	// ConfirmProbes direct pings are sent within ConfirmTimeout by Confirm.
+	ConfirmProbes  int
+	ConfirmTimeout time.Duration
+	// Meta is published from the start.
+	Meta Meta
+}
+
+// State is a member's state as far as this node knows.
+type State string
+
+// Member states.
+const (
+	StateAlive State = "alive"
+	StateDead  State = "dead"
+	StateLeft  State = "left"
+)
+
+// Member is a copy of what this node knows about a peer (or itself).
+type Member struct {
+	Name string
+	// Addr is host:port of the peer's gossip endpoint.
+	Addr  string
+	State State
+	Meta  Meta
+	// MetaErr is set when the peer's metadata could not be read; such a peer owns nothing.
+	MetaErr string
+	// Since is when this node saw the member enter its current State.
+	Since time.Time
+}
+
+// EventKind says what happened to a member.
+type EventKind int
+
+// Kinds of Event.
+const (
+	EventJoin EventKind = iota
+	EventLeave
+	EventUpdate
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case EventJoin:
+		return "join"
+	case EventLeave:
+		return "leave"
+	default:
+		return "update"
+	}
+}
+
+// Event is one membership change. At is when memberlist reported it.
+type Event struct {
+	Kind   EventKind
+	Member Member
+	At     time.Time
+}
+
+// Gossip is a running member of the cluster.
+type Gossip struct {
+	cfg    Config
+	logger hclog.Logger
+
+	ml     *memberlist.Memberlist
+	events chan Event
+
+	mu      sync.Mutex
+	queue   []Event
+	members map[string]Member
+	meta    []byte
+	wake    chan struct{}
+
+	metaDirty chan struct{}
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// New checks cfg and prepares a Gossip; it starts nothing.
+func New(cfg Config, logger hclog.Logger) (*Gossip, error) {
+	if cfg.Name == "" {
+		return nil, errors.New("gossip: node name is empty")
+	}
+	if cfg.ConfirmProbes <= 0 {
+		cfg.ConfirmProbes = 1
+	}
+	if cfg.ConfirmTimeout <= 0 {
+		cfg.ConfirmTimeout = cfg.ProbeTimeout
+	}
+	meta, err := EncodeMeta(cfg.Meta)
+	if err != nil {
+		return nil, err
+	}
+	return &Gossip{
+		cfg:       cfg,
+		logger:    logger.Named("gossip"),
+		events:    make(chan Event),
+		members:   make(map[string]Member),
+		meta:      meta,
+		wake:      make(chan struct{}, 1),
+		metaDirty: make(chan struct{}, 1),
+	}, nil
+}
+
+// Start creates the memberlist, joins whatever configured peers answer (none answering is
+// not an error: they are re-joined in the background) and starts the background loops.
+func (g *Gossip) Start(ctx context.Context) error {
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = g.cfg.Name
+	mc.BindAddr = g.cfg.BindAddr
+	mc.BindPort = g.cfg.BindPort
+	mc.AdvertiseAddr = g.cfg.AdvertiseAddr
+	mc.AdvertisePort = g.cfg.AdvertisePort
+	if mc.AdvertisePort == 0 {
+		mc.AdvertisePort = g.cfg.BindPort
+	}
+	if g.cfg.ProbeInterval > 0 {
+		mc.ProbeInterval = g.cfg.ProbeInterval
+	}
+	if g.cfg.ProbeTimeout > 0 {
+		mc.ProbeTimeout = g.cfg.ProbeTimeout
+	}
+	if g.cfg.SuspicionMult > 0 {
+		mc.SuspicionMult = g.cfg.SuspicionMult
+	}
+	if g.cfg.GossipInterval > 0 {
+		mc.GossipInterval = g.cfg.GossipInterval
+	}
+	// A handful of NATs: push/pull often keeps views converged cheaply, and a dead peer's
+	// TCP join attempt must not hold the rejoin loop for long.
+	mc.PushPullInterval = 10 * time.Second
+	mc.TCPTimeout = 2 * time.Second
+	if len(g.cfg.EncryptKey) > 0 {
+		kr, err := memberlist.NewKeyring(nil, g.cfg.EncryptKey)
+		if err != nil {
+			return fmt.Errorf("gossip: encryption key: %w", err)
+		}
+		mc.Keyring = kr
+		mc.GossipVerifyIncoming = true
+		mc.GossipVerifyOutgoing = true
+	}
+	mc.Delegate = (*delegate)(g)
+	mc.Events = (*eventDelegate)(g)
+	mc.Conflict = (*conflictDelegate)(g)
+	mc.LogOutput = nil
+	mc.Logger = g.logger.Named("memberlist").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
+
+	ml, err := memberlist.Create(mc)
+	if err != nil {
+		return fmt.Errorf("gossip: listen on %s: %w", net.JoinHostPort(g.cfg.BindAddr, strconv.Itoa(g.cfg.BindPort)), err)
+	}
+	g.ml = ml
+
+	ctx, g.cancel = context.WithCancel(ctx)
+	g.wg.Add(3)
+	go g.pump(ctx)
+	go g.rejoinLoop(ctx)
+	go g.metaLoop(ctx)
+	return nil
+}
+
+// Events delivers membership changes in order. The queue behind it is unbounded so that
+// memberlist's callbacks never wait on the agent.
+func (g *Gossip) Events() <-chan Event { return g.events }
+
+// LocalName is this node's name.
+func (g *Gossip) LocalName() string { return g.cfg.Name }
+
+// LocalAddr is the host:port this node advertises.
+func (g *Gossip) LocalAddr() string {
+	if g.ml == nil {
+		return ""
+	}
+	return g.ml.LocalNode().Address()
+}
+
+// Members returns a copy of every node this one knows, itself included, sorted by name.
+// Dead and departed nodes stay listed until the agent restarts.
+func (g *Gossip) Members() []Member {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	out := make([]Member, 0, len(g.members))
+	for _, m := range g.members {
+		out = append(out, m)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// SetMeta publishes m to the peers. It returns at once; the update reaches peers within
+// about one gossip interval.
+func (g *Gossip) SetMeta(m Meta) error {
+	b, err := EncodeMeta(m)
+	if err != nil {
+		return err
+	}
+	g.mu.Lock()
+	g.meta = b
+	g.mu.Unlock()
+	select {
+	case g.metaDirty <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// PublishMeta publishes m and waits until memberlist has broadcast it or timeout passes.
+// Use it before a graceful leave, where the peers must see the handover first.
+func (g *Gossip) PublishMeta(m Meta, timeout time.Duration) error {
+	b, err := EncodeMeta(m)
+	if err != nil {
+		return err
+	}
+	g.mu.Lock()
+	g.meta = b
+	g.mu.Unlock()
+	if err := g.ml.UpdateNode(timeout); err != nil {
+		return fmt.Errorf("gossip: publish metadata: %w", err)
+	}
+	return nil
+}
+
+// Confirm probes a peer directly, independently of memberlist's own failure detector: it
+// sends ConfirmProbes pings spread over ConfirmTimeout and reports whether any was answered.
+// A peer memberlist declared dead because a few packets were lost answers here, while a
+// forged or replayed "dead" message cannot make a live peer stop answering.
+func (g *Gossip) Confirm(ctx context.Context, name, addr string) (alive bool, err error) {
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return false, fmt.Errorf("confirm %s: resolve %s: %w", name, addr, err)
+	}
+	n := g.cfg.ConfirmProbes
+	spacing := time.Duration(0)
+	if n > 1 && g.cfg.ConfirmTimeout > g.cfg.ProbeTimeout {
+		spacing = (g.cfg.ConfirmTimeout - g.cfg.ProbeTimeout) / time.Duration(n-1)
+	}
+	answered := make(chan struct{}, n)
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	for i := 0; i < n; i++ {
+		if i > 0 {
+			select {
+			case <-answered:
+				wg.Wait()
+				return true, nil
+			case <-ctx.Done():
+				wg.Wait()
+				return false, ctx.Err()
+			case <-time.After(spacing):
+			}
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := g.ml.Ping(name, ua); err == nil {
+				answered <- struct{}{}
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case <-answered:
+		return true, nil
+	default:
+		return false, nil
+	}
+}
+
+// Leave tells the peers this node is going away, so they mark it left at once instead of
+// waiting for the failure detector.
+func (g *Gossip) Leave(timeout time.Duration) error {
+	if g.ml == nil {
+		return nil
+	}
+	if err := g.ml.Leave(timeout); err != nil {
+		return fmt.Errorf("gossip: leave: %w", err)
+	}
+	return nil
+}
+
+// Close stops memberlist and the background loops. It does not leave gracefully: call Leave
+// first for that. Safe to call more than once.
+func (g *Gossip) Close() error {
+	g.closeOnce.Do(func() {
+		if g.cancel != nil {
+			g.cancel()
+		}
+		if g.ml != nil {
+			g.closeErr = g.ml.Shutdown()
+		}
+		g.wg.Wait()
+	})
+	return g.closeErr
+}
+
+// push queues an event without ever blocking the memberlist goroutine that called it.
+func (g *Gossip) push(e Event) {
+	g.mu.Lock()
+	g.queue = append(g.queue, e)
+	g.mu.Unlock()
+	select {
+	case g.wake <- struct{}{}:
+	default:
+	}
+}
+
+// pump moves queued events to the Events channel, at the agent's pace.
+func (g *Gossip) pump(ctx context.Context) {
+	defer g.wg.Done()
+	for {
+		g.mu.Lock()
+		var next *Event
+		if len(g.queue) > 0 {
+			e := g.queue[0]
+			g.queue = g.queue[1:]
+			next = &e
+		}
+		g.mu.Unlock()
+		if next == nil {
+			select {
+			case <-g.wake:
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		select {
+		case g.events <- *next:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// rejoinLoop joins configured peers that are not alive members. memberlist never probes a
+// node again once it declared it dead, so without this two nodes split by a partition would
+// stay apart after it heals.
+func (g *Gossip) rejoinLoop(ctx context.Context) {
+	defer g.wg.Done()
+	interval := g.cfg.RejoinInterval
+	if interval <= 0 {
+		interval = 5 * time.Second
+	}
+	g.rejoin()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			g.rejoin()
+		}
+	}
+}
+
+func (g *Gossip) rejoin() {
+	missing := g.missingPeers()
+	if len(missing) == 0 {
+		return
+	}
+	n, err := g.ml.Join(missing)
+	if err != nil {
+		g.logger.Debug("peers not reachable yet", "peers", missing, "joined", n, "error", err)
+		return
+	}
+	g.logger.Info("joined peers", "peers", missing, "joined", n)
+}
+
+// missingPeers lists configured peers whose address belongs to no alive member.
+func (g *Gossip) missingPeers() []string {
+	alive := make(map[string]bool)
+	for _, n := range g.ml.Members() {
+		alive[n.Address()] = true
+	}
+	var missing []string
+	for _, p := range g.cfg.Peers {
+		if alive[p] {
+			continue
+		}
+		// A peer given by name resolves to the address memberlist knows it by.
+		if host, port, err := net.SplitHostPort(p); err == nil {
+			if ips, err := net.LookupHost(host); err == nil && len(ips) > 0 && alive[net.JoinHostPort(ips[0], port)] {
+				continue
+			}
+		}
+		missing = append(missing, p)
+	}
+	return missing
+}
+
+// metaLoop pushes metadata changes with UpdateNode, which blocks for the retransmits:
+// done here so that SetMeta never blocks the agent.
+func (g *Gossip) metaLoop(ctx context.Context) {
+	defer g.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-g.metaDirty:
+			if err := g.ml.UpdateNode(2 * g.cfg.ProbeInterval); err != nil && ctx.Err() == nil {
+				g.logger.Warn("could not publish node metadata", "error", err)
+			}
+		}
+	}
+}
+
+// record turns a memberlist node into a Member, updates the table and queues the event.
+// It copies everything it keeps: memberlist reuses the node after the callback returns.
+func (g *Gossip) record(kind EventKind, n *memberlist.Node) {
+	now := time.Now()
+	m := Member{Name: n.Name, Addr: n.Address(), State: StateAlive, Since: now}
+	meta, err := DecodeMeta(append([]byte(nil), n.Meta...))
+	if err != nil {
+		m.MetaErr = err.Error()
+	} else {
+		m.Meta = meta
+	}
+	g.mu.Lock()
+	prev, known := g.members[n.Name]
+	if kind == EventLeave {
+		// memberlist reports every departure the same way (and Node.State is not reliable in
+		// the callback): a node that announced it was leaving left; any other died.
+		m.State = StateDead
+		if known && prev.Meta.Leaving {
+			m.State = StateLeft
+		}
+		if known {
+			// Keep what the node last said about itself; a leave carries nothing new.
+			m.Meta, m.MetaErr = prev.Meta, prev.MetaErr
+		}
+	}
+	if known && prev.State == m.State {
+		m.Since = prev.Since
+	}
+	g.members[n.Name] = m
+	g.mu.Unlock()
+	g.push(Event{Kind: kind, Member: m, At: now})
+}
+
+type delegate Gossip
+
+func (d *delegate) NodeMeta(limit int) []byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.meta) > limit {
+		// EncodeMeta already refuses anything over MaxMetaSize; this guards a smaller limit.
+		return nil
+	}
+	return append([]byte(nil), d.meta...)
+}
+func (d *delegate) NotifyMsg([]byte)                           {}
+func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (d *delegate) LocalState(join bool) []byte                { return nil }
+func (d *delegate) MergeRemoteState(buf []byte, join bool)     {}
+
+type eventDelegate Gossip
+
+func (e *eventDelegate) NotifyJoin(n *memberlist.Node)   { (*Gossip)(e).record(EventJoin, n) }
+func (e *eventDelegate) NotifyLeave(n *memberlist.Node)  { (*Gossip)(e).record(EventLeave, n) }
+func (e *eventDelegate) NotifyUpdate(n *memberlist.Node) { (*Gossip)(e).record(EventUpdate, n) }
+
+type conflictDelegate Gossip
+
+func (c *conflictDelegate) NotifyConflict(existing, other *memberlist.Node) {
+	c.logger.Error("two nodes claim the same name: is the same instance id configured twice?",
+		"name", existing.Name, "known_address", existing.Address(), "other_address", other.Address())
+}

@@ -1,0 +1,201 @@
+package gossip
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m,
+		// memberlist's packet handler and ack timers finish shortly after Shutdown.
+		goleak.IgnoreTopFunction("time.Sleep"),
+		goleak.IgnoreAnyFunction("github.com/hashicorp/memberlist.(*Memberlist).triggerFunc"),
+		goleak.IgnoreAnyFunction("github.com/hashicorp/memberlist.(*Memberlist).pushPullTrigger"),
+	)
+}
+
+var testKey = []byte("0123456789abcdef0123456789abcdef")
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func testConfig(t *testing.T, name string, port int, peers ...string) Config {
+	t.Helper()
+	return Config{
+		Name: name, BindAddr: "127.0.0.1", BindPort: port, Peers: peers, EncryptKey: testKey,
+		ProbeInterval: 200 * time.Millisecond, ProbeTimeout: 100 * time.Millisecond, SuspicionMult: 3,
+		GossipInterval: 100 * time.Millisecond, RejoinInterval: 300 * time.Millisecond,
+		ConfirmProbes: 5, ConfirmTimeout: 300 * time.Millisecond,
+		Meta: Meta{Healthy: true, Groups: map[string]GroupMeta{"egress": {Priority: 100}}},
+	}
+}
+
+func start(t *testing.T, cfg Config) *Gossip {
+	t.Helper()
+	g, err := New(cfg, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { g.Close() })
+	return g
+}
+
+// waitEvent reads events until one matches or the deadline passes.
+func waitEvent(t *testing.T, g *Gossip, what string, match func(Event) bool) Event {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case e := <-g.Events():
+			if match(e) {
+				return e
+			}
+		case <-deadline:
+			t.Fatalf("%s: no matching event within 10s", what)
+		}
+	}
+}
+
+func TestGossip_Membership(t *testing.T) {
+	pa, pb := freePort(t), freePort(t)
+	addrA := fmt.Sprintf("127.0.0.1:%d", pa)
+	addrB := fmt.Sprintf("127.0.0.1:%d", pb)
+
+	t.Run("JoinAndMeta", func(t *testing.T) {
+		a := start(t, testConfig(t, "i-a", pa, addrB))
+		cb := testConfig(t, "i-b", pb, addrA)
+		cb.Meta.Groups["egress"] = GroupMeta{Priority: 200, Owns: true}
+		b := start(t, cb)
+		e := waitEvent(t, a, "a sees b", func(e Event) bool { return e.Member.Name == "i-b" && e.Kind == EventJoin })
+		if got := e.Member.Meta.Groups["egress"]; got.Priority != 200 || !got.Owns {
+			t.Fatalf("b's metadata as seen by a = %+v", got)
+		}
+		if e.Member.Addr != addrB {
+			t.Fatalf("b's address = %s, want %s", e.Member.Addr, addrB)
+		}
+		// A metadata change reaches the peer as an update.
+		if err := b.SetMeta(Meta{Healthy: false, Reason: "masquerade rule missing", Groups: cb.Meta.Groups}); err != nil {
+			t.Fatal(err)
+		}
+		e = waitEvent(t, a, "a sees b unhealthy", func(e Event) bool {
+			return e.Member.Name == "i-b" && e.Kind == EventUpdate && !e.Member.Meta.Healthy
+		})
+		if e.Member.Meta.Reason != "masquerade rule missing" {
+			t.Fatalf("reason = %q", e.Member.Meta.Reason)
+		}
+		alive, err := a.Confirm(context.Background(), "i-b", addrB)
+		if err != nil || !alive {
+			t.Fatalf("confirm live peer = %v, %v; want alive", alive, err)
+		}
+
+		// Killed without leaving: a sees it dead, and confirmation agrees.
+		b.Close()
+		e = waitEvent(t, a, "a sees b dead", func(e Event) bool { return e.Member.Name == "i-b" && e.Kind == EventLeave })
+		if e.Member.State != StateDead {
+			t.Fatalf("state after kill = %s, want dead", e.Member.State)
+		}
+		alive, err = a.Confirm(context.Background(), "i-b", addrB)
+		if err != nil || alive {
+			t.Fatalf("confirm killed peer = %v, %v; want not alive", alive, err)
+		}
+		var found bool
+		for _, m := range a.Members() {
+			if m.Name == "i-b" {
+				found = true
+				if m.State != StateDead {
+					t.Fatalf("Members() has b as %s", m.State)
+				}
+			}
+		}
+		if !found {
+			t.Fatal("Members() forgot the dead peer")
+		}
+		a.Close()
+	})
+
+	t.Run("GracefulLeave", func(t *testing.T) {
+		pa, pb := freePort(t), freePort(t)
+		addrA := fmt.Sprintf("127.0.0.1:%d", pa)
+		a := start(t, testConfig(t, "i-a", pa))
+		cb := testConfig(t, "i-b", pb, addrA)
+		b := start(t, cb)
+		waitEvent(t, a, "a sees b", func(e Event) bool { return e.Member.Name == "i-b" && e.Kind == EventJoin })
+		leaving := cb.Meta
+		leaving.Leaving = true
+		if err := b.PublishMeta(leaving, time.Second); err != nil {
+			t.Fatal(err)
+		}
+		if err := b.Leave(time.Second); err != nil {
+			t.Fatal(err)
+		}
+		start := time.Now()
+		e := waitEvent(t, a, "a sees b leave", func(e Event) bool { return e.Member.Name == "i-b" && e.Kind == EventLeave })
+		if e.Member.State != StateLeft {
+			t.Fatalf("state after graceful leave = %s, want left", e.Member.State)
+		}
+		// A graceful leave skips suspicion: far quicker than the failure detector.
+		if d := time.Since(start); d > time.Second {
+			t.Fatalf("leave took %v to be seen", d)
+		}
+	})
+
+	t.Run("RejoinLatePeer", func(t *testing.T) {
+		pa, pb := freePort(t), freePort(t)
+		addrB := fmt.Sprintf("127.0.0.1:%d", pb)
+		// a knows b's address but b starts later and knows nobody: only a's rejoin loop
+		// can bring them together.
+		a := start(t, testConfig(t, "i-a", pa, addrB))
+		start(t, testConfig(t, "i-b", pb))
+		waitEvent(t, a, "a joins b", func(e Event) bool { return e.Member.Name == "i-b" && e.Kind == EventJoin })
+	})
+
+	t.Run("WrongKeyCannotJoin", func(t *testing.T) {
+		pa, pb := freePort(t), freePort(t)
+		addrA := fmt.Sprintf("127.0.0.1:%d", pa)
+		a := start(t, testConfig(t, "i-a", pa))
+		cb := testConfig(t, "i-b", pb, addrA)
+		cb.EncryptKey = []byte("fedcba9876543210fedcba9876543210")
+		cb.RejoinInterval = time.Hour
+		b := start(t, cb)
+		if n, err := b.ml.Join([]string{addrA}); err == nil {
+			t.Fatalf("join with the wrong key succeeded (%d nodes)", n)
+		}
+		for _, m := range a.Members() {
+			if m.Name == "i-b" {
+				t.Fatal("a accepted a node with the wrong key")
+			}
+		}
+	})
+}
+
+// TestGossip_ConfirmUnknownAddress checks that nothing answering means not alive, and that a
+// bad address is an error rather than a verdict.
+func TestGossip_ConfirmUnknownAddress(t *testing.T) {
+	pa := freePort(t)
+	a := start(t, testConfig(t, "i-a", pa))
+	closed := freePort(t)
+	alive, err := a.Confirm(context.Background(), "i-x", fmt.Sprintf("127.0.0.1:%d", closed))
+	if err != nil || alive {
+		t.Fatalf("confirm of nothing = %v, %v", alive, err)
+	}
+	if _, err := a.Confirm(context.Background(), "i-x", "not an address"); err == nil || !strings.Contains(err.Error(), "resolve") {
+		t.Fatalf("bad address error = %v", err)
+	}
+}
