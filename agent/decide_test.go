@@ -1,0 +1,207 @@
+package agent
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+
+func alive(name string, prio int) Peer {
+	return Peer{Name: name, Alive: true, Healthy: true, InGroup: true, Priority: prio, Since: t0}
+}
+
+func dead(name string, prio int) Peer {
+	p := alive(name, prio)
+	p.Alive = false
+	p.Since = t0.Add(50 * time.Second)
+	return p
+}
+
+func peers(ps ...Peer) map[string]Peer {
+	m := make(map[string]Peer)
+	for _, p := range ps {
+		m[p.Name] = p
+	}
+	return m
+}
+
+func with(p Peer, f func(*Peer)) Peer { f(&p); return p }
+
+// base is the view of node "b" (priority 100) in a two-node cluster where "a" (200) owns.
+func base() View {
+	return View{
+		Now: t0.Add(time.Minute), Self: "b",
+		Peers:         peers(alive("a", 200), alive("b", 100)),
+		FailbackDelay: 30 * time.Second,
+		Observed:      true, Owner: "a", OwnerRunning: true, OwnerSince: t0,
+		SelfEligibleSince: t0, StartupGraceOver: true,
+	}
+}
+
+func TestDecide(t *testing.T) {
+	tests := []struct {
+		name    string
+		view    func(v *View)
+		want    Action
+		desired string
+		reason  string
+	}{
+		{name: "HealthyOwnerKept", view: func(v *View) {}, want: ActNone, desired: "a", reason: "a should own"},
+		{name: "NothingBeforeFirstObservation", view: func(v *View) { v.Observed = false; v.Owner = "" }, want: ActNone, reason: "waiting for the first read"},
+		{name: "OwnerDiesConfirmFirst", view: func(v *View) { v.Peers["a"] = dead("a", 200) },
+			want: ActConfirm, desired: "b", reason: "declared dead by gossip"},
+		{name: "OwnerDiesConfirmed", view: func(v *View) { v.Peers["a"] = dead("a", 200); v.OwnerConfirmedDead = true },
+			want: ActClaim, desired: "b", reason: "confirmed"},
+		{name: "OwnerLeftGracefully", view: func(v *View) {
+			v.Peers["a"] = with(dead("a", 200), func(p *Peer) { p.Left = true; p.Leaving = true })
+		}, want: ActClaim, reason: "left the cluster"},
+		{name: "OwnerAnnouncesLeaving", view: func(v *View) { v.Peers["a"] = with(alive("a", 200), func(p *Peer) { p.Leaving = true }) },
+			want: ActClaim, reason: "shutting down"},
+		{name: "OwnerUnhealthy", view: func(v *View) {
+			v.Peers["a"] = with(alive("a", 200), func(p *Peer) { p.Healthy = false; p.Reason = "masquerade rule missing" })
+		}, want: ActClaim, desired: "b", reason: "unhealthy: masquerade rule missing"},
+		{name: "OwnerYielded", view: func(v *View) { v.Peers["a"] = with(alive("a", 200), func(p *Peer) { p.Yielded = true }) },
+			want: ActClaim, reason: "yielded"},
+		{name: "SelfYieldedTakesNothing", view: func(v *View) {
+			v.Peers["a"] = dead("a", 200)
+			v.Peers["b"] = with(alive("b", 100), func(p *Peer) { p.Yielded = true })
+			v.OwnerConfirmedDead = true
+		}, want: ActNone, reason: "yielded"},
+		{name: "SelfUnhealthyTakesNothing", view: func(v *View) {
+			v.Peers["a"] = dead("a", 200)
+			v.Peers["b"] = with(alive("b", 100), func(p *Peer) { p.Healthy = false; p.Reason = "interface pub0 is down" })
+			v.OwnerConfirmedDead = true
+		}, want: ActNone, reason: "unhealthy"},
+		{name: "UnassociatedEIP", view: func(v *View) { v.Peers["a"] = dead("a", 200); v.Owner = "" },
+			want: ActClaim, reason: "not associated"},
+
+		// b owns after a failover; a (higher priority) comes back. Seen from a.
+		{name: "FailbackBeforeDelay", view: func(v *View) {
+			v.Self, v.Owner, v.OwnerSince = "a", "b", t0.Add(30*time.Second)
+			v.SelfEligibleSince = t0.Add(45 * time.Second)
+		}, want: ActNone, desired: "a", reason: "failback from b in 15s"},
+		{name: "FailbackAfterDelay", view: func(v *View) {
+			v.Self, v.Owner, v.OwnerSince = "a", "b", t0.Add(30*time.Second)
+			v.SelfEligibleSince = t0.Add(29 * time.Second)
+		}, want: ActClaim, desired: "a", reason: "failback from b after 30s"},
+		{name: "FailbackManual", view: func(v *View) {
+			v.Self, v.Owner, v.ManualFailback = "a", "b", true
+			v.Now = t0.Add(time.Hour)
+		}, want: ActNone, reason: "failback is manual"},
+		{name: "FlappingOwnerRestartsFailbackClock", view: func(v *View) {
+			// a has been eligible for long, but b only came back alive (in a's view) 10s ago.
+			v.Self, v.Owner = "a", "b"
+			v.Peers["b"] = with(alive("b", 100), func(p *Peer) { p.Since = v.Now.Add(-10 * time.Second) })
+		}, want: ActNone, reason: "failback from b in 20s"},
+		{name: "LowerPriorityNeverReclaims", view: func(v *View) { v.Owner = "a" }, want: ActNone},
+		{name: "ResumeAfterYield", view: func(v *View) {
+			// a yielded to b earlier and has just resumed: it is eligible again from now.
+			v.Self, v.Owner, v.OwnerSince = "a", "b", t0
+			v.SelfEligibleSince = v.Now.Add(-time.Second)
+		}, want: ActNone, reason: "failback from b in 29s"},
+
+		// Partition: a owned, b took over. Seen from each side.
+		{name: "PartitionBackupSide", view: func(v *View) { v.Peers["a"] = dead("a", 200); v.OwnerConfirmedDead = true },
+			want: ActClaim, reason: "confirmed"},
+		{name: "PartitionFormerOwnerSide", view: func(v *View) {
+			v.Self, v.Owner, v.DisplacedBy = "a", "b", "b"
+			v.Peers["b"] = dead("b", 100)
+			v.OwnerConfirmedDead = true
+		}, want: ActNone, desired: "a", reason: "not taking it back across a partition"},
+		{name: "PartitionFormerOwnerPeerStopped", view: func(v *View) {
+			v.Self, v.Owner, v.DisplacedBy, v.OwnerRunning = "a", "b", "b", false
+			v.Peers["b"] = dead("b", 100)
+			v.OwnerConfirmedDead = true
+		}, want: ActClaim, reason: "confirmed"},
+
+		// Three members: a (300) owner, b (200), c (100). Seen from c.
+		{name: "ThreeMembersOwnerDiesSecondTakes", view: func(v *View) {
+			v.Self = "c"
+			v.Peers = peers(dead("a", 300), alive("b", 200), alive("c", 100))
+			v.OwnerConfirmedDead = true
+		}, want: ActNone, desired: "b", reason: "b should own"},
+		{name: "ThreeMembersBothDown", view: func(v *View) {
+			v.Self = "c"
+			v.Peers = peers(dead("a", 300), dead("b", 200), alive("c", 100))
+			v.OwnerConfirmedDead = true
+		}, want: ActClaim, desired: "c"},
+		{name: "TieBrokenByName", view: func(v *View) {
+			v.Self = "c"
+			v.Peers = peers(dead("a", 300), alive("b", 100), alive("c", 100))
+			v.OwnerConfirmedDead = true
+		}, want: ActNone, desired: "b"},
+
+		// Drift: this node owns the EIP but a route points elsewhere.
+		{name: "DriftRepaired", view: func(v *View) {
+			v.Self, v.Owner, v.Drift, v.DriftReason = "a", "a", true, "rtb-1 0.0.0.0/0 is blackhole"
+		}, want: ActClaim, reason: "repair: rtb-1"},
+		{name: "DriftNotRepairedWhileYielded", view: func(v *View) {
+			v.Self, v.Owner, v.Drift = "a", "a", true
+			v.Peers["a"] = with(alive("a", 200), func(p *Peer) { p.Yielded = true })
+		}, want: ActNone},
+
+		// An owner instance that never joined the cluster.
+		{name: "UnknownOwnerDuringStartup", view: func(v *View) {
+			v.Peers, v.Owner, v.StartupGraceOver = peers(alive("b", 100)), "i-old", false
+		}, want: ActNone, reason: "waiting for peers"},
+		{name: "UnknownOwnerProbed", view: func(v *View) { v.Peers, v.Owner = peers(alive("b", 100)), "i-old" },
+			want: ActConfirm, reason: "not a member"},
+		{name: "UnknownOwnerAnswersNot", view: func(v *View) {
+			v.Peers, v.Owner, v.OwnerConfirmedDead = peers(alive("b", 100)), "i-old", true
+		}, want: ActClaim},
+		{name: "UnknownOwnerStopped", view: func(v *View) {
+			v.Peers, v.Owner, v.OwnerRunning, v.StartupGraceOver = peers(alive("b", 100)), "i-old", false, false
+		}, want: ActClaim, reason: "not running"},
+		{name: "ForgedDeathOfUnreachableOwnerNeedsConfirmation", view: func(v *View) {
+			// gossip says a is dead but the confirmation has not run (or a answered).
+			v.Peers["a"] = dead("a", 200)
+			v.OwnerConfirmedDead = false
+		}, want: ActConfirm},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := base()
+			tt.view(&v)
+			got := Decide(v)
+			if got.Action != tt.want {
+				t.Fatalf("action = %s (%s), want %s", got.Action, got.Reason, tt.want)
+			}
+			if tt.desired != "" && got.Desired != tt.desired {
+				t.Fatalf("desired = %q, want %q", got.Desired, tt.desired)
+			}
+			if !strings.Contains(got.Reason, tt.reason) {
+				t.Fatalf("reason = %q, want it to contain %q", got.Reason, tt.reason)
+			}
+			// Invariant 1: whatever the view, a claim is only ever for this node, and only
+			// when this node is the one that should own the group or already owns it.
+			if got.Action == ActClaim && got.Desired != v.Self && v.Owner != v.Self {
+				t.Fatalf("claim by %s while %q should own", v.Self, got.Desired)
+			}
+		})
+	}
+}
+
+// TestDecide_NeverFromLiveHealthyOwner checks invariant 2 over many views: a live, healthy,
+// not-yielded owner is never taken from, except by failback after the delay.
+func TestDecide_NeverFromLiveHealthyOwner(t *testing.T) {
+	for _, selfPrio := range []int{50, 100, 300} {
+		for _, delay := range []time.Duration{time.Second, 30 * time.Second, time.Hour} {
+			for _, manual := range []bool{false, true} {
+				v := base()
+				v.Peers["b"] = alive("b", selfPrio)
+				v.FailbackDelay, v.ManualFailback = delay, manual
+				got := Decide(v)
+				elapsed := v.Now.Sub(t0)
+				mayFailback := selfPrio > 200 && !manual && elapsed >= delay
+				if got.Action == ActClaim && !mayFailback {
+					t.Errorf("prio %d delay %v manual %v: claimed from a live healthy owner: %s", selfPrio, delay, manual, got.Reason)
+				}
+				if got.Action != ActClaim && mayFailback {
+					t.Errorf("prio %d delay %v: no failback: %s", selfPrio, delay, got.Reason)
+				}
+			}
+		}
+	}
+}
