@@ -1,0 +1,12 @@
+// Package config reads and checks the natganker agent's configuration.
+//
+// The configuration is an HCL file (see examples/agent.hcl). Reading it goes in three
+// steps: Default supplies every optional setting, the file is parsed on top of it (from
+// bytes, so tests parse strings), and Validate checks the result. Unknown attributes and
+// blocks are errors, reported with their file:line,col position, and every validation
+// error names the setting and the bad value:
+//
+//	agent.hcl:14,20-25: group "egress".failback_delay: must be at least 1s (got 0s)
+//
+// Parse reads nothing but the bytes it is given; Load also reads the gossip key file.
+package config
