@@ -1,0 +1,328 @@
+package lab
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+)
+
+// node is what runs on one NAT: a natganker agent or keepalived.
+type node struct {
+	host string
+	mech Mechanism
+	mu   sync.Mutex
+	p    *proc
+}
+
+func (n *node) procs() []*proc {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.p == nil {
+		return nil
+	}
+	return []*proc{n.p}
+}
+
+// Takeover is one "takeover" line an agent logged.
+type Takeover struct {
+	At     time.Time // the line's timestamp
+	Host   string    // the agent that logged it
+	Group  string
+	From   string
+	To     string
+	Reason string
+	// Phase durations as the agent reports them, in milliseconds.
+	DetectedMS, ConfirmedMS, EIPMS, RoutesMS, VerifiedMS float64
+}
+
+// Transition is one keepalived VRRP state change.
+type Transition struct {
+	At    time.Time
+	Host  string
+	State string // MASTER, BACKUP, FAULT
+}
+
+// logRecorder keeps what the lab parses out of agent and keepalived output.
+type logRecorder struct {
+	mu          sync.Mutex
+	takeovers   []Takeover
+	transitions []Transition
+}
+
+// AgentSocket is the control socket of the agent on host.
+func (l *Lab) AgentSocket(host string) string {
+	return filepath.Join(l.opts.Dir, host+".sock")
+}
+
+// agentConfig renders the HCL configuration of the agent on host. It is a normal
+// production config: only the EC2 endpoint says it is in a lab.
+func (l *Lab) agentConfig(host string) string {
+	peer, prio := Nat2, 200
+	if host == Nat2 {
+		peer, prio = Nat1, 100
+	}
+	endpoint := l.opts.AgentEndpoint
+	if endpoint == "" {
+		endpoint = l.MotoEndpoint()
+	}
+	tables := make([]string, 0, len(l.world.Tables()))
+	for _, t := range l.world.Tables() {
+		tables = append(tables, fmt.Sprintf("%q", t))
+	}
+	failback := `failback = "auto"`
+	if l.opts.FailbackDelay > 0 {
+		failback += fmt.Sprintf("\n  failback_delay = %q", l.opts.FailbackDelay.String())
+	}
+	return fmt.Sprintf(`# natganker agent on lab host %[1]s
+gossip {
+  bind        = "%[2]s:7946"
+  peers       = ["%[3]s"]
+  encrypt_key = "%[4]s"
+}
+
+group "egress" {
+  priority     = %[5]d
+  elastic_ip   = "%[6]s"
+  route_tables = [%[7]s]
+  %[8]s
+}
+
+ec2 {
+  endpoint = "%[9]s"
+  region   = "%[10]s"
+}
+
+control {
+  socket = "%[11]s"
+}
+
+log {
+  level  = "info"
+  format = "json"
+}
+
+datapath {
+  manage           = true
+  public_interface = "pub0"
+}
+`, host, natIP(host), natIP(peer), l.gossipKey(), prio, l.world.AllocationID, strings.Join(tables, ", "),
+		failback, endpoint, Region, l.AgentSocket(host))
+}
+
+// StartNode starts the failover mechanism on a NAT host.
+func (l *Lab) StartNode(ctx context.Context, host string, mech Mechanism) error {
+	l.mu.Lock()
+	n := l.nodes[host]
+	if n == nil {
+		n = &node{host: host, mech: mech}
+		l.nodes[host] = n
+	}
+	n.mech = mech
+	l.mu.Unlock()
+	switch mech {
+	case Natganker:
+		return l.startAgent(ctx, n)
+	case Keepalived:
+		return l.startKeepalived(ctx, n)
+	}
+	return fmt.Errorf("unknown mechanism %q", mech)
+}
+
+// startAgent writes the config and runs natganker-agent in host's namespace, parsing its
+// JSON log lines.
+func (l *Lab) startAgent(ctx context.Context, n *node) error {
+	if l.opts.AgentBin == "" {
+		return ErrNoAgent
+	}
+	if _, err := os.Stat(l.opts.AgentBin); err != nil {
+		return fmt.Errorf("%w: %w", ErrNoAgent, err)
+	}
+	cfg := filepath.Join(l.opts.Dir, n.host+".hcl")
+	if err := os.WriteFile(cfg, []byte(l.agentConfig(n.host)), 0o600); err != nil {
+		return fmt.Errorf("write agent config: %w", err)
+	}
+	_ = os.Remove(l.AgentSocket(n.host))
+	cmd := nsCommand(NS(n.host), l.opts.AgentBin, "run", "-config", cfg)
+	cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID=lab", "AWS_SECRET_ACCESS_KEY=lab")
+	lf, err := os.OpenFile(filepath.Join(l.opts.Dir, "agent-"+n.host+".log"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("open agent log: %w", err)
+	}
+	pr, pw := io.Pipe()
+	p, err := startProc("agent-"+n.host, cmd, lf, io.MultiWriter(lf, pw), false)
+	if err != nil {
+		return err
+	}
+	go func() {
+		<-p.done
+		pw.Close()
+		lf.Close()
+	}()
+	go l.parseAgentLog(n.host, pr)
+	n.mu.Lock()
+	n.p = p
+	n.mu.Unlock()
+	l.tl.Add(time.Now(), n.host, "natganker-agent started (pid %d)", p.cmd.Process.Pid)
+	return nil
+}
+
+// agentLogKeys are the keys shown in the timeline after an agent's message.
+var agentLogKeys = []string{"group", "from", "to", "reason", "peer", "node", "member", "owner", "error",
+	"detected_ms", "confirmed_ms", "eip_ms", "routes_ms", "verified_ms"}
+
+func (l *Lab) parseAgentLog(host string, r io.Reader) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			continue
+		}
+		at := time.Now()
+		if s, ok := m["@timestamp"].(string); ok {
+			if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+				at = t
+			}
+		}
+		msg, _ := m["@message"].(string)
+		level, _ := m["@level"].(string)
+		if msg == "takeover" {
+			tk := Takeover{At: at, Host: host}
+			tk.Group, _ = m["group"].(string)
+			tk.From, _ = m["from"].(string)
+			tk.To, _ = m["to"].(string)
+			tk.Reason, _ = m["reason"].(string)
+			tk.DetectedMS = num(m["detected_ms"])
+			tk.ConfirmedMS = num(m["confirmed_ms"])
+			tk.EIPMS = num(m["eip_ms"])
+			tk.RoutesMS = num(m["routes_ms"])
+			tk.VerifiedMS = num(m["verified_ms"])
+			l.rec.mu.Lock()
+			l.rec.takeovers = append(l.rec.takeovers, tk)
+			l.rec.mu.Unlock()
+		}
+		if level == "debug" || level == "trace" {
+			continue
+		}
+		var kv []string
+		for _, k := range agentLogKeys {
+			if v, ok := m[k]; ok {
+				kv = append(kv, fmt.Sprintf("%s=%v", k, v))
+			}
+		}
+		text := msg
+		if len(kv) > 0 {
+			text += "  " + strings.Join(kv, " ")
+		}
+		if level != "" && level != "info" {
+			text = "[" + level + "] " + text
+		}
+		l.tl.Add(at, host, "%s", text)
+	}
+}
+
+func num(v any) float64 {
+	switch x := v.(type) {
+	case float64:
+		return x
+	case string:
+		var f float64
+		_, _ = fmt.Sscan(x, &f)
+		return f
+	}
+	return 0
+}
+
+// Takeovers returns the takeover lines logged by the agents so far.
+func (l *Lab) Takeovers() []Takeover {
+	l.rec.mu.Lock()
+	defer l.rec.mu.Unlock()
+	return append([]Takeover(nil), l.rec.takeovers...)
+}
+
+// Transitions returns the keepalived state changes seen so far.
+func (l *Lab) Transitions() []Transition {
+	l.rec.mu.Lock()
+	defer l.rec.mu.Unlock()
+	return append([]Transition(nil), l.rec.transitions...)
+}
+
+// KillHost hard-kills a NAT as a dead instance looks from outside: its own interfaces go
+// down (the switch keeps carrier towards the peer) and its failover process gets
+// SIGKILL. It returns the moment of the kill.
+func (l *Lab) KillHost(ctx context.Context, host string) (time.Time, error) {
+	at := time.Now()
+	for _, dev := range []string{"priv0", "pub0"} {
+		if err := nsIP(ctx, NS(host), "link", "set", dev, "down"); err != nil {
+			return at, fmt.Errorf("kill %s: %w", host, err)
+		}
+	}
+	l.mu.Lock()
+	n := l.nodes[host]
+	l.mu.Unlock()
+	if n != nil {
+		n.mu.Lock()
+		p := n.p
+		n.p = nil
+		n.mu.Unlock()
+		p.Kill()
+		if n.mech == Keepalived {
+			// keepalived's children are in its process group, but be sure none survive.
+			killKeepalivedIn(ctx, host)
+		}
+	}
+	l.tl.Add(at, "lab", "HARD KILL %s: priv0 and pub0 down, failover process SIGKILLed", host)
+	return at, nil
+}
+
+// ReviveHost brings a killed NAT back: links up, then its failover process restarted.
+func (l *Lab) ReviveHost(ctx context.Context, host string) error {
+	for _, dev := range []string{"priv0", "pub0"} {
+		if err := nsIP(ctx, NS(host), "link", "set", dev, "up"); err != nil {
+			return fmt.Errorf("revive %s: %w", host, err)
+		}
+	}
+	l.tl.Add(time.Now(), "lab", "REVIVE %s: links up", host)
+	l.mu.Lock()
+	n := l.nodes[host]
+	l.mu.Unlock()
+	if n == nil {
+		return nil
+	}
+	return l.StartNode(ctx, host, n.mech)
+}
+
+// StopNode ends the failover process on host without touching its links.
+func (l *Lab) StopNode(host string) {
+	l.mu.Lock()
+	n := l.nodes[host]
+	l.mu.Unlock()
+	if n == nil {
+		return
+	}
+	n.mu.Lock()
+	p := n.p
+	n.p = nil
+	n.mu.Unlock()
+	p.Stop(5 * time.Second)
+	if n.mech == Keepalived {
+		killKeepalivedIn(context.Background(), host)
+	}
+}
+
+// AgentCtl runs an agent CLI command (members, status, yield, resume, takeover) against
+// the agent on host and returns its output.
+func (l *Lab) AgentCtl(ctx context.Context, host string, args ...string) (string, error) {
+	if len(args) == 0 {
+		return "", fmt.Errorf("agent command: missing subcommand")
+	}
+	argv := append([]string{args[0], "-socket", l.AgentSocket(host)}, args[1:]...)
+	return run(ctx, l.opts.AgentBin, argv...)
+}

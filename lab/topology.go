@@ -1,0 +1,168 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+)
+
+// Prefix starts the name of every namespace and root-namespace interface the lab creates,
+// so that Down can find and remove what a crashed run left behind without touching
+// anything else.
+const Prefix = "ngl-"
+
+// Lab addresses. The private segment stands for the VPC subnet the NATs and the client
+// share; the public segment stands for the internet beyond the internet gateway.
+const (
+	PrivateCIDR  = "198.18.1.0/24"
+	VPCCIDR      = "198.18.0.0/16"
+	EndpointIP   = "198.18.1.2" // root namespace: EC2 endpoint (moto and the proxy)
+	Nat1IP       = "198.18.1.11"
+	Nat2IP       = "198.18.1.12"
+	ClientIP     = "198.18.1.100"
+	InetIP       = "198.19.0.1"
+	ElasticIP    = "198.19.0.10"
+	PublicPrefix = 24
+	IMDSIP       = "169.254.169.254"
+	UDPEchoPort  = 7
+	TCPEchoPort  = 8
+)
+
+// Host names as the lab knows them; the namespace is Prefix+name.
+const (
+	Nat1   = "nat1"
+	Nat2   = "nat2"
+	Client = "client"
+	Inet   = "inet"
+	swtch  = "sw"
+)
+
+// NS returns the namespace name of a lab host.
+func NS(host string) string { return Prefix + host }
+
+// natIP returns the private address of a NAT host.
+func natIP(host string) string {
+	if host == Nat1 {
+		return Nat1IP
+	}
+	return Nat2IP
+}
+
+// rootLink is the root namespace's port on the private bridge.
+const rootLink = Prefix + "root"
+
+// buildTopology creates the namespaces, the two bridges in the switch namespace and every
+// host's links. A host is killed by taking its own interfaces down, so the switch keeps
+// carrier towards the survivor, as a real VPC does.
+func buildTopology(ctx context.Context) error {
+	sw := NS(swtch)
+	for _, h := range []string{swtch, Nat1, Nat2, Client, Inet} {
+		if err := ip(ctx, "netns", "add", NS(h)); err != nil {
+			return fmt.Errorf("create namespace %s: %w", h, err)
+		}
+		if err := nsIP(ctx, NS(h), "link", "set", "lo", "up"); err != nil {
+			return err
+		}
+		if err := sysctl(ctx, NS(h), "net.ipv6.conf.all.disable_ipv6", "1"); err != nil {
+			return err
+		}
+		if err := sysctl(ctx, NS(h), "net.ipv6.conf.default.disable_ipv6", "1"); err != nil {
+			return err
+		}
+	}
+	for _, br := range []string{"brpriv", "brpub"} {
+		if err := nsIP(ctx, sw, "link", "add", br, "type", "bridge", "stp_state", "0", "forward_delay", "0"); err != nil {
+			return fmt.Errorf("create bridge %s: %w", br, err)
+		}
+		if err := nsIP(ctx, sw, "link", "set", br, "up"); err != nil {
+			return err
+		}
+	}
+	// port connects interface dev in host's namespace to bridge br.
+	port := func(host, dev, br, swPort string) error {
+		if err := ip(ctx, "link", "add", swPort, "netns", sw, "type", "veth", "peer", "name", dev, "netns", NS(host)); err != nil {
+			return fmt.Errorf("connect %s to %s: %w", host, br, err)
+		}
+		if err := nsIP(ctx, sw, "link", "set", swPort, "master", br, "up"); err != nil {
+			return err
+		}
+		return nsIP(ctx, NS(host), "link", "set", dev, "up")
+	}
+	steps := []struct{ host, dev, br, swPort, addr string }{
+		{Nat1, "priv0", "brpriv", "nat1-priv", Nat1IP + "/24"},
+		{Nat1, "pub0", "brpub", "nat1-pub", ""},
+		{Nat2, "priv0", "brpriv", "nat2-priv", Nat2IP + "/24"},
+		{Nat2, "pub0", "brpub", "nat2-pub", ""},
+		{Client, "eth0", "brpriv", "client-priv", ClientIP + "/24"},
+		{Inet, "eth0", "brpub", "inet-pub", fmt.Sprintf("%s/%d", InetIP, PublicPrefix)},
+	}
+	for _, s := range steps {
+		if err := port(s.host, s.dev, s.br, s.swPort); err != nil {
+			return err
+		}
+		if s.addr != "" {
+			if err := nsIP(ctx, NS(s.host), "addr", "add", s.addr, "dev", s.dev); err != nil {
+				return err
+			}
+		}
+	}
+	// The root namespace joins the private segment as the EC2 endpoint.
+	if err := ip(ctx, "link", "add", rootLink, "type", "veth", "peer", "name", "root-priv", "netns", sw); err != nil {
+		return fmt.Errorf("connect root namespace: %w", err)
+	}
+	if err := nsIP(ctx, sw, "link", "set", "root-priv", "master", "brpriv", "up"); err != nil {
+		return err
+	}
+	if err := ip(ctx, "addr", "add", EndpointIP+"/24", "dev", rootLink); err != nil {
+		return err
+	}
+	if err := ip(ctx, "link", "set", rootLink, "up"); err != nil {
+		return err
+	}
+	for _, nat := range []string{Nat1, Nat2} {
+		// The metadata service lives at the link-local address inside each NAT.
+		if err := nsIP(ctx, NS(nat), "addr", "add", IMDSIP+"/32", "dev", "lo"); err != nil {
+			return err
+		}
+		if err := sysctl(ctx, NS(nat), "net.ipv4.conf.all.rp_filter", "0"); err != nil {
+			return err
+		}
+	}
+	// Until the stand-in sees the route table, the client has no way out.
+	return nsIP(ctx, NS(Client), "route", "replace", "unreachable", "default")
+}
+
+// RemoveAll deletes every namespace and root-namespace link whose name starts with Prefix,
+// after killing the processes still running inside those namespaces. It is what `down`
+// runs, and what every lab run does last.
+func RemoveAll(ctx context.Context) error {
+	var errs []error
+	out, err := run(ctx, "ip", "netns", "list")
+	if err != nil {
+		return err
+	}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || !strings.HasPrefix(f[0], Prefix) {
+			continue
+		}
+		ns := f[0]
+		if pids, err := run(ctx, "ip", "netns", "pids", ns); err == nil {
+			for _, p := range strings.Fields(pids) {
+				killPID(p)
+			}
+		}
+		if err := ip(ctx, "netns", "del", ns); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if _, err := os.Stat("/sys/class/net/" + rootLink); err == nil {
+		if err := ip(ctx, "link", "del", rootLink); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	killRecorded()
+	return errors.Join(errs...)
+}

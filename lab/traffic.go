@@ -1,0 +1,309 @@
+package lab
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// HelperEnv names the environment variable that turns the lab binary (or a test binary)
+// into one of its in-namespace helpers: "probe" or "serve".
+const HelperEnv = "NATGANKER_LAB_HELPER"
+
+// ProbeInterval is the spacing of the client's UDP probes.
+const ProbeInterval = 10 * time.Millisecond
+
+// tcpInterval is the spacing of writes on the long-lived TCP connection.
+const tcpInterval = 100 * time.Millisecond
+
+// RunHelper runs the helper named by HelperEnv and returns the process exit code. A main
+// function calls it first: `if lab.IsHelper() { os.Exit(lab.RunHelper()) }`.
+func RunHelper() int {
+	var err error
+	switch os.Getenv(HelperEnv) {
+	case "probe":
+		err = probe(os.Stdout)
+	case "serve":
+		err = serve()
+	default:
+		err = fmt.Errorf("unknown helper %q", os.Getenv(HelperEnv))
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "Error:", err)
+		return 1
+	}
+	return 0
+}
+
+// IsHelper reports whether this process was started as an in-namespace helper.
+func IsHelper() bool { return os.Getenv(HelperEnv) != "" }
+
+// serve runs inside inet: a UDP echo and a TCP echo service. ICMP is the kernel's.
+func serve() error {
+	uc, err := net.ListenPacket("udp", net.JoinHostPort(InetIP, strconv.Itoa(UDPEchoPort)))
+	if err != nil {
+		return fmt.Errorf("listen udp: %w", err)
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(InetIP, strconv.Itoa(TCPEchoPort)))
+	if err != nil {
+		return fmt.Errorf("listen tcp: %w", err)
+	}
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, addr, err := uc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = uc.WriteTo(buf[:n], addr)
+		}
+	}()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return fmt.Errorf("accept: %w", err)
+		}
+		go func() {
+			defer c.Close()
+			_, _ = io.Copy(c, c)
+		}()
+	}
+}
+
+// probe runs inside client. It sends a numbered UDP probe every ProbeInterval and writes
+// one line per reply ("u seq sent_ns recv_ns"), and keeps one TCP connection sending a few
+// bytes every tcpInterval ("t recv_ns" per echo, "tc ns" on connect, "te ns error" when the
+// connection breaks, after which it reconnects).
+func probe(out io.Writer) error {
+	var mu sync.Mutex
+	w := bufio.NewWriter(out)
+	emit := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		fmt.Fprintf(w, format+"\n", args...)
+		_ = w.Flush()
+	}
+	uc, err := net.Dial("udp", net.JoinHostPort(InetIP, strconv.Itoa(UDPEchoPort)))
+	if err != nil {
+		return fmt.Errorf("dial udp: %w", err)
+	}
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			n, err := uc.Read(buf)
+			now := time.Now().UnixNano()
+			if err != nil {
+				// A refused probe (ICMP error) is not a reply; keep reading.
+				if errors.Is(err, net.ErrClosed) {
+					return
+				}
+				continue
+			}
+			if n < 16 {
+				continue
+			}
+			emit("u %d %d %d", binary.BigEndian.Uint64(buf[0:8]), int64(binary.BigEndian.Uint64(buf[8:16])), now)
+		}
+	}()
+	go tcpLoop(emit)
+	t := time.NewTicker(ProbeInterval)
+	defer t.Stop()
+	var seq uint64
+	pkt := make([]byte, 16)
+	for range t.C {
+		seq++
+		binary.BigEndian.PutUint64(pkt[0:8], seq)
+		binary.BigEndian.PutUint64(pkt[8:16], uint64(time.Now().UnixNano()))
+		_, _ = uc.Write(pkt)
+	}
+	return nil
+}
+
+func tcpLoop(emit func(string, ...any)) {
+	addr := net.JoinHostPort(InetIP, strconv.Itoa(TCPEchoPort))
+	for {
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err != nil {
+			time.Sleep(500 * time.Millisecond)
+			continue
+		}
+		emit("tc %d", time.Now().UnixNano())
+		errc := make(chan error, 2)
+		go func() {
+			buf := make([]byte, 8)
+			for {
+				if _, err := io.ReadFull(c, buf); err != nil {
+					errc <- err
+					return
+				}
+				emit("t %d", time.Now().UnixNano())
+			}
+		}()
+		go func() {
+			t := time.NewTicker(tcpInterval)
+			defer t.Stop()
+			for range t.C {
+				if _, err := c.Write([]byte("natgankr")); err != nil {
+					errc <- err
+					return
+				}
+			}
+		}()
+		err = <-errc
+		emit("te %d %s", time.Now().UnixNano(), strings.ReplaceAll(err.Error(), "\n", " "))
+		c.Close()
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// Traffic is what the client's prober has seen, collected from its output.
+type Traffic struct {
+	mu       sync.Mutex
+	udp      []udpReply // in receive order
+	tcpEcho  []time.Time
+	tcpErrs  []time.Time
+	tcpConns []time.Time
+}
+
+type udpReply struct {
+	seq        uint64
+	sent, recv time.Time
+}
+
+// consume parses prober output until r ends.
+func (tr *Traffic) consume(r io.Reader, onTCPError func(at time.Time, msg string)) {
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) < 2 {
+			continue
+		}
+		ns := func(s string) time.Time { n, _ := strconv.ParseInt(s, 10, 64); return time.Unix(0, n) }
+		tr.mu.Lock()
+		switch f[0] {
+		case "u":
+			if len(f) == 4 {
+				seq, _ := strconv.ParseUint(f[1], 10, 64)
+				tr.udp = append(tr.udp, udpReply{seq: seq, sent: ns(f[2]), recv: ns(f[3])})
+			}
+		case "t":
+			tr.tcpEcho = append(tr.tcpEcho, ns(f[1]))
+		case "tc":
+			tr.tcpConns = append(tr.tcpConns, ns(f[1]))
+		case "te":
+			at := ns(f[1])
+			tr.tcpErrs = append(tr.tcpErrs, at)
+			if onTCPError != nil {
+				tr.mu.Unlock()
+				onTCPError(at, strings.Join(f[2:], " "))
+				continue
+			}
+		}
+		tr.mu.Unlock()
+	}
+}
+
+// Outage is the client's view of one failure: the last UDP reply to a probe sent before
+// the kill and the first reply to a probe sent after it.
+type Outage struct {
+	LastBefore, FirstAfter time.Time
+	Lost                   int // probes sent after LastBefore's probe that never got a reply
+}
+
+// Duration is the gap the client saw.
+func (o Outage) Duration() time.Duration { return o.FirstAfter.Sub(o.LastBefore) }
+
+// OutageAfter measures the outage that followed kill, or reports false when no reply to a
+// probe sent after kill has arrived yet.
+func (tr *Traffic) OutageAfter(kill time.Time) (Outage, bool) {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	var o Outage
+	var lastSeq, firstSeq uint64
+	for _, r := range tr.udp {
+		if r.sent.Before(kill) {
+			if r.recv.After(o.LastBefore) {
+				o.LastBefore, lastSeq = r.recv, r.seq
+			}
+			continue
+		}
+		if o.FirstAfter.IsZero() || r.recv.Before(o.FirstAfter) {
+			o.FirstAfter, firstSeq = r.recv, r.seq
+		}
+	}
+	if o.FirstAfter.IsZero() || o.LastBefore.IsZero() {
+		return o, false
+	}
+	if firstSeq > lastSeq {
+		o.Lost = int(firstSeq - lastSeq - 1)
+	}
+	return o, true
+}
+
+// ReplyAfter reports whether a UDP reply to a probe sent after t has arrived.
+func (tr *Traffic) ReplyAfter(t time.Time) bool {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	for i := len(tr.udp) - 1; i >= 0; i-- {
+		if tr.udp[i].sent.After(t) {
+			return true
+		}
+		if tr.udp[i].recv.Before(t) {
+			break
+		}
+	}
+	return false
+}
+
+// TCPSurvived reports whether the long TCP connection lived through [from, to] without
+// breaking and echoed something after recovered.
+func (tr *Traffic) TCPSurvived(from, recovered, to time.Time) bool {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	for _, e := range tr.tcpErrs {
+		if !e.Before(from) && !e.After(to) {
+			return false
+		}
+	}
+	i := sort.Search(len(tr.tcpEcho), func(i int) bool { return tr.tcpEcho[i].After(recovered) })
+	return i < len(tr.tcpEcho) && !tr.tcpEcho[i].After(to)
+}
+
+// TCPErrorsBetween counts connection breaks in [from, to].
+func (tr *Traffic) TCPErrorsBetween(from, to time.Time) int {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	n := 0
+	for _, e := range tr.tcpErrs {
+		if !e.Before(from) && !e.After(to) {
+			n++
+		}
+	}
+	return n
+}
+
+// waitReply polls until a UDP reply to a probe sent after t arrives.
+func (tr *Traffic) waitReply(ctx context.Context, t time.Time, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for !tr.ReplyAfter(t) {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no reply from %s within %s", InetIP, timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(ProbeInterval):
+		}
+	}
+	return nil
+}
