@@ -79,15 +79,17 @@ type RouteView struct {
 	State        string `json:"state"`  // active, blackhole, missing
 }
 
-// TakeoverView describes one takeover by this node, with its timings measured from detection.
+// TakeoverView describes one claim by this node. The trigger (the owner's death as gossip
+// reported it, an unhealthy or yielded owner, an operator's request) was seen Detected before
+// Started; the other durations count from Started.
 type TakeoverView struct {
 	Group       string        `json:"group"`
 	From        string        `json:"from"`
 	To          string        `json:"to"`
 	Reason      string        `json:"reason"`
 	Started     time.Time     `json:"started"`
-	Detected    time.Duration `json:"detected"`     // from the event that triggered it (0 if none)
-	Confirmed   time.Duration `json:"confirmed"`    // independent confirmation took this long
+	Detected    time.Duration `json:"detected"`     // trigger seen this long before Started
+	Confirmed   time.Duration `json:"confirmed"`    // the direct-probe confirmation took this long (0: none needed)
 	EIPMoved    time.Duration `json:"eip_moved"`    // since Started
 	RoutesMoved time.Duration `json:"routes_moved"` // since Started
 	Verified    time.Duration `json:"verified"`     // since Started
