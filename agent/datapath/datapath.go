@@ -63,9 +63,9 @@ type Health struct {
 // Datapath sets up and checks the NAT datapath of the current network namespace.
 // Its methods are safe for concurrent use.
 type Datapath struct {
-	cfg    Config
-	source netip.Prefix
-	logger hclog.Logger
+	cfg     Config
+	source  netip.Prefix
+	logger  hclog.Logger
 	procSys string // root of the sysctl tree, "/proc/sys"
 
 	probe prober

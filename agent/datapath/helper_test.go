@@ -309,3 +309,13 @@ func run(t *testing.T, name string, args ...string) string {
 	}
 	return string(out)
 }
+
+// nftScript feeds a ruleset script to `nft -f -` in the NAT namespace.
+func (l *lab) nftScript(script string) {
+	l.t.Helper()
+	cmd := exec.Command("ip", "netns", "exec", l.ns, "nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		l.t.Fatalf("nft -f - <<%q: %v: %s", script, err, out)
+	}
+}

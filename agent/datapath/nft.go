@@ -2,6 +2,7 @@ package datapath
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -109,7 +110,7 @@ func (d *Datapath) inspectTable(c *nftables.Conn) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("get table ip %s: %w", TableName, err)
 	}
-	if t.Flags&unix.NFT_TABLE_F_DORMANT != 0 {
+	if tableFlags(t)&unix.NFT_TABLE_F_DORMANT != 0 {
 		return fmt.Sprintf("table ip %s is dormant", TableName), nil
 	}
 	chains, err := c.ListChainsOfTableFamily(nftables.TableFamilyIPv4)
@@ -152,6 +153,13 @@ func (d *Datapath) inspectTable(c *nftables.Conn) (string, error) {
 			d.cfg.PublicInterface, d.source), nil
 	}
 	return "", nil
+}
+
+// tableFlags returns the flags of a table listed by nftables v0.3.0, which decodes the
+// big-endian NFTA_TABLE_FLAGS attribute in host byte order; this undoes that. The Dormant
+// case of TestDatapath_CheckAndRepair fails if an upgrade fixes the decoding.
+func tableFlags(t *nftables.Table) uint32 {
+	return binary.BigEndian.Uint32(binary.NativeEndian.AppendUint32(nil, t.Flags))
 }
 
 // ensureTable replaces table ip natganker unless it already is what it should be. The
