@@ -38,7 +38,8 @@ const maxCheckWait = time.Second
 type Config struct {
 	// Manage makes Ensure set the datapath up and repair it. When false the datapath is
 	// someone else's: Check only looks, and accepts any masquerade or SNAT rule found in a
-	// postrouting NAT chain of an ip or inet table instead of requiring our own table.
+	// postrouting NAT base chain of an ip or inet table (nft or iptables-nft) instead of
+	// requiring our own table. Rules of iptables-legacy, or in chains jumped to, are not seen.
 	Manage bool
 	// PublicInterface is the interface NATed traffic leaves through, e.g. "eth1". Required.
 	PublicInterface string
@@ -186,7 +187,9 @@ func (d *Datapath) Remove(ctx context.Context) error {
 // up, IPv4 forwarding is on, the masquerade rule is in place, and the egress probe, if
 // configured, connects. It is cheap enough to run every second: the egress probe runs in
 // the background at most every 3 s and Check reads its latest result. Check returns within
-// about a second even on the first call, when it waits for the first probe.
+// about a second even on the first call, when it waits for the first probe. A failing
+// egress path therefore shows up within about 3 s plus EgressProbeTimeout, and a probe in
+// flight outlives Check by at most EgressProbeTimeout.
 func (d *Datapath) Check(ctx context.Context) Health {
 	ctx, cancel := context.WithTimeout(ctx, maxCheckWait)
 	defer cancel()
