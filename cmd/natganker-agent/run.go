@@ -1,0 +1,251 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/natganker/natganker/agent"
+	"github.com/natganker/natganker/agent/control"
+	"github.com/natganker/natganker/agent/datapath"
+	"github.com/natganker/natganker/config"
+	"github.com/natganker/natganker/ec2"
+)
+
+// RunCommand runs the agent until it is told to stop.
+type RunCommand struct {
+	stdout, stderr io.Writer
+
+	// signals delivers SIGINT and SIGTERM; nil subscribes to the process's signals.
+	signals <-chan os.Signal
+	// exit ends the process when a second signal arrives during shutdown; nil is os.Exit.
+	exit func(code int)
+
+	config string
+}
+
+// Synopsis returns a one-line description.
+func (c *RunCommand) Synopsis() string { return "run the agent (as a service, usually under systemd)" }
+
+// Usage returns the help text.
+func (c *RunCommand) Usage() string {
+	return `Usage: ` + progName + ` run [-config FILE]
+
+Runs the agent in the foreground: reads the configuration, asks the instance metadata
+service who this instance is, disables the instance's source/destination check, joins
+the other agents, checks (and, when datapath.manage is set, sets up) forwarding and
+masquerading, and from then on keeps each group's Elastic IP and routes on the healthy
+agent with the highest priority. The control socket named in the configuration
+(control.socket) serves the members, status, yield, resume and takeover commands.
+
+Logs go to standard error: text on a terminal, JSON otherwise, unless log.format says.
+
+SIGTERM or SIGINT stops the agent gracefully: it stops serving the control socket,
+hands the groups it owns to the next agent, leaves the cluster and exits 0. A second
+signal during that shutdown exits at once with status 1.
+
+Flags:
+  -config FILE   configuration file (default ` + defaultConfig + `)
+
+Exit status: 0 stopped by a signal, 1 failure (bad configuration, metadata or EC2 not
+reachable, control socket in use, ...), 2 usage error.
+`
+}
+
+// flags binds the command's flags to its fields.
+func (c *RunCommand) flags() *flag.FlagSet {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.StringVar(&c.config, "config", defaultConfig, "")
+	return fs
+}
+
+// Run executes the command.
+func (c *RunCommand) Run(ctx context.Context, args []string) error {
+	if err := parseFlags(c.flags(), args); err != nil {
+		return printHelp(c.stdout, c.Usage(), err)
+	}
+	cfg, err := config.Load(c.config)
+	if err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	logger, err := newLogger(cfg.Log, c.stderr)
+	if err != nil {
+		return err
+	}
+
+	sigc := c.signals
+	if sigc == nil {
+		ch := make(chan os.Signal, 2)
+		signal.Notify(ch, syscall.SIGINT, syscall.SIGTERM)
+		defer signal.Stop(ch)
+		sigc = ch
+	}
+	exit := c.exit
+	if exit == nil {
+		exit = os.Exit
+	}
+
+	// The agent lives on this context until after its graceful Close; start-up steps use a
+	// child that a signal cancels, so a stuck metadata service cannot block a stop.
+	life, cancelLife := context.WithCancel(ctx)
+	defer cancelLife()
+	startCtx, cancelStart := context.WithCancel(life)
+	defer cancelStart()
+	startDone := make(chan struct{})
+	interrupted := make(chan os.Signal, 1)
+	go func() {
+		select {
+		case s := <-sigc:
+			logger.Info("signal received during start-up, stopping", "signal", s)
+			cancelStart()
+			interrupted <- s
+		case <-startDone:
+		}
+	}()
+
+	logger.Info("starting", "version", version, "config", c.config)
+	a, srv, err := c.start(startCtx, life, cfg, logger)
+	close(startDone)
+	if err != nil {
+		if ctxErr := startCtx.Err(); ctxErr != nil && errors.Is(err, ctxErr) {
+			logger.Info("stopped before start-up completed")
+			return nil
+		}
+		return err
+	}
+	logger.Info("running", "node", cfg.Node.InstanceID, "socket", cfg.Control.Socket)
+
+	select {
+	case s := <-sigc:
+		logger.Info("signal received, shutting down", "signal", s)
+	case s := <-interrupted:
+		logger.Info("signal received, shutting down", "signal", s)
+	case <-ctx.Done():
+		logger.Info("shutting down", "reason", ctx.Err())
+	}
+
+	// A second signal means the operator does not want to wait for the handover.
+	stopped := make(chan struct{})
+	defer close(stopped)
+	go func() {
+		select {
+		case s := <-sigc:
+			logger.Warn("second signal received, exiting without finishing the handover", "signal", s)
+			exit(exitFailure)
+		case <-stopped:
+		}
+	}()
+
+	var errs []error
+	if err := srv.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("close control socket: %w", err))
+	}
+	if err := a.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("stop agent: %w", err))
+	}
+	if err := errors.Join(errs...); err != nil {
+		logger.Error("stopped with errors", "error", err)
+		return err
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+// start builds and starts everything. On error, whatever was started is stopped again.
+func (c *RunCommand) start(ctx, life context.Context, cfg *config.Config, logger hclog.Logger) (*agent.Agent, *control.Server, error) {
+	id, err := ec2.LoadIdentity(ctx, cfg.Node.IMDSEndpoint, identityOverride(cfg.Node))
+	if err != nil {
+		return nil, nil, fmt.Errorf("identify this instance: %w", err)
+	}
+	logger.Info("identity", "instance", id.InstanceID, "region", id.Region, "zone", id.AvailabilityZone,
+		"local_ipv4", id.LocalIPv4, "vpc_cidr", id.VPCCIDR)
+	region := cfg.EC2.Region
+	if region == "" {
+		region = id.Region
+	}
+	cloud, err := ec2.New(ctx, ec2.Options{
+		Region:         region,
+		Endpoint:       cfg.EC2.Endpoint,
+		MaxConcurrency: cfg.EC2.MaxConcurrency,
+		CallTimeout:    cfg.EC2.CallTimeout,
+		Logger:         logger,
+	})
+	if err != nil {
+		return nil, nil, fmt.Errorf("set up ec2 client: %w", err)
+	}
+	deps := agent.Deps{Cloud: cloud, Version: version}
+	if dp := cfg.Datapath; dp.Manage || dp.EgressProbe != "" || dp.PublicInterface != "" {
+		if dp.MasqueradeSource == "" {
+			dp.MasqueradeSource = id.VPCCIDR
+		}
+		d, err := datapath.New(datapath.Config{
+			Manage:             dp.Manage,
+			PublicInterface:    dp.PublicInterface,
+			MasqueradeSource:   dp.MasqueradeSource,
+			EgressProbe:        dp.EgressProbe,
+			EgressProbeTimeout: dp.EgressProbeTimeout,
+		}, logger)
+		if err != nil {
+			return nil, nil, fmt.Errorf("set up datapath: %w", err)
+		}
+		deps.Health = d
+	}
+	a, err := agent.New(cfg, id, deps, logger)
+	if err != nil {
+		return nil, nil, fmt.Errorf("set up agent: %w", err)
+	}
+	if err := a.Start(life); err != nil {
+		// Not Close: it hands groups over through the run loop, which never started.
+		return nil, nil, fmt.Errorf("start agent: %w", err)
+	}
+	srv := control.NewServer(a, cfg.Control.Socket, logger)
+	if err := srv.Start(life); err != nil {
+		if cerr := a.Close(); cerr != nil {
+			logger.Error("stop agent", "error", cerr)
+		}
+		return nil, nil, fmt.Errorf("start control socket: %w", err)
+	}
+	return a, srv, nil
+}
+
+// newLogger builds the agent's logger from the log block. Format "auto" writes text when w is
+// a terminal and JSON otherwise, so that journald and log shippers get structured records.
+func newLogger(l config.Log, w io.Writer) (hclog.Logger, error) {
+	level := hclog.LevelFromString(l.Level)
+	if level == hclog.NoLevel {
+		return nil, fmt.Errorf("log.level: unknown level %q", l.Level)
+	}
+	var asJSON bool
+	switch l.Format {
+	case "json":
+		asJSON = true
+	case "text":
+	case "auto", "":
+		asJSON = !isTerminal(w)
+	default:
+		return nil, fmt.Errorf("log.format: unknown format %q", l.Format)
+	}
+	return hclog.New(&hclog.LoggerOptions{
+		Name:       "natganker",
+		Level:      level,
+		Output:     w,
+		JSONFormat: asJSON,
+	}), nil
+}
+
+// isTerminal reports whether w is a character device, such as a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

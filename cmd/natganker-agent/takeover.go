@@ -1,0 +1,32 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"io"
+
+	"github.com/natganker/natganker/agent/control"
+)
+
+// TakeoverCommand makes the local agent own groups now.
+type TakeoverCommand struct {
+	stdout io.Writer
+	actionFlags
+}
+
+// Synopsis returns a one-line description.
+func (c *TakeoverCommand) Synopsis() string { return "make this instance own groups now" }
+
+// Usage returns the help text.
+func (c *TakeoverCommand) Usage() string {
+	return actionUsage("takeover", `Moves the groups' Elastic IP and routes to this instance now, whatever the
+priorities say. The agent has 30s to answer.`)
+}
+
+// flags binds the command's flags to its fields.
+func (c *TakeoverCommand) flags() *flag.FlagSet { return c.flagSet("takeover") }
+
+// Run executes the command.
+func (c *TakeoverCommand) Run(ctx context.Context, args []string) error {
+	return runAction(ctx, c.stdout, c.flags(), &c.actionFlags, c.Usage(), args, (*control.Client).Takeover)
+}
