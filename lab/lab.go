@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sync"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/hashicorp/go-hclog"
+	"github.com/natganker/natganker/ec2/ec2test"
 )
 
 // Mechanism names what moves the EIP and routes in a lab run.
@@ -46,6 +49,9 @@ type Options struct {
 	// AgentEndpoint is the EC2 endpoint the NATs use (default: moto itself); the bench
 	// points it at the latency/throttling proxy.
 	AgentEndpoint string
+	// Proxy, when set, puts ec2test's latency/throttling proxy in front of moto at
+	// EndpointIP:MotoPort+1 and makes it the NATs' EC2 endpoint.
+	Proxy *ec2test.ProxyOptions
 	// FailbackDelay is written into the agent config when non-zero.
 	FailbackDelay time.Duration
 	// Logger receives the lab's own logs.
@@ -69,13 +75,15 @@ type Lab struct {
 	wg     sync.WaitGroup
 	fol    *follower
 
-	mu      sync.Mutex
-	procs   []*proc
-	nodes   map[string]*node // per NAT: agent or keepalived
-	mech    Mechanism
-	closed  bool
-	traffic *Traffic
-	rec     logRecorder
+	mu       sync.Mutex
+	procs    []*proc
+	nodes    map[string]*node // per NAT: agent or keepalived
+	mech     Mechanism
+	closed   bool
+	traffic  *Traffic
+	rec      logRecorder
+	proxy    *ec2test.Proxy
+	proxySrv *http.Server
 }
 
 // New returns a lab that will use opts; it starts nothing.
@@ -142,6 +150,11 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 	if l.world, err = seed(ctx, l.ec2, l.opts.ExtraTables); err != nil {
 		return fmt.Errorf("seed moto: %w", err)
 	}
+	if l.opts.Proxy != nil {
+		if err := l.startProxy(); err != nil {
+			return err
+		}
+	}
 	l.tl.Add(time.Now(), "moto", "seeded %s: nat1 %s, nat2 %s, EIP %s (%s) on nat1, %d route table(s) → nat1",
 		l.world.VPCID, l.world.Instances[Nat1].ID, l.world.Instances[Nat2].ID, l.world.AllocationID, l.world.PublicIP, len(l.world.Tables()))
 	for _, h := range []string{Nat1, Nat2} {
@@ -201,6 +214,9 @@ func (l *Lab) Close() error {
 		l.cancel()
 	}
 	l.wg.Wait()
+	if l.proxySrv != nil {
+		_ = l.proxySrv.Close()
+	}
 	for _, p := range procs {
 		p.Kill()
 	}
@@ -300,3 +316,41 @@ func (l *Lab) gossipKey() string {
 
 // ErrNoAgent reports that the agent binary is missing.
 var ErrNoAgent = errors.New("natganker-agent binary not found")
+
+// Snapshot reads the failover state from moto now.
+func (l *Lab) Snapshot(ctx context.Context) (Snapshot, error) {
+	return readSnapshot(ctx, l.ec2, l.world)
+}
+
+// startProxy serves the latency/throttling proxy on the endpoint address, where the NATs
+// reach it, and makes it their EC2 endpoint.
+func (l *Lab) startProxy() error {
+	l.proxy = ec2test.NewProxy(l.MotoEndpoint(), *l.opts.Proxy)
+	addr := net.JoinHostPort(EndpointIP, fmt.Sprint(l.opts.MotoPort+1))
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen for ec2 proxy: %w", err)
+	}
+	l.proxySrv = &http.Server{Handler: l.proxy, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = l.proxySrv.Serve(ln) }()
+	l.opts.AgentEndpoint = "http://" + addr
+	l.tl.Add(time.Now(), "lab", "EC2 proxy at %s: latency %s, throttling %v", addr, l.opts.Proxy.Latency, l.opts.Proxy.Throttle)
+	return nil
+}
+
+// ProxyStats returns the number of calls per EC2 action the proxy has seen (nil without
+// a proxy).
+func (l *Lab) ProxyStats() map[string]int {
+	if l.proxy == nil {
+		return nil
+	}
+	return l.proxy.Stats()
+}
+
+// AgentEndpoint is the EC2 endpoint the NATs use.
+func (l *Lab) AgentEndpoint() string {
+	if l.opts.AgentEndpoint != "" {
+		return l.opts.AgentEndpoint
+	}
+	return l.MotoEndpoint()
+}

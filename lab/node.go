@@ -38,7 +38,10 @@ type Takeover struct {
 	From   string
 	To     string
 	Reason string
-	// Phase durations as the agent reports them, in milliseconds.
+	// DetectedAt is when the trigger (the owner's death as gossip reported it, a broken
+	// datapath…) was seen; Started is when the agent decided to claim (DetectedAt +
+	// DetectedMS). The other phases count from Started, in milliseconds.
+	DetectedAt, Started                                  time.Time
 	DetectedMS, ConfirmedMS, EIPMS, RoutesMS, VerifiedMS float64
 }
 
@@ -204,6 +207,12 @@ func (l *Lab) parseAgentLog(host string, r io.Reader) {
 			tk.EIPMS = num(m["eip_ms"])
 			tk.RoutesMS = num(m["routes_ms"])
 			tk.VerifiedMS = num(m["verified_ms"])
+			if s, ok := m["detected_at"].(string); ok {
+				if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+					tk.DetectedAt = t
+					tk.Started = t.Add(time.Duration(tk.DetectedMS * float64(time.Millisecond)))
+				}
+			}
 			l.rec.mu.Lock()
 			l.rec.takeovers = append(l.rec.takeovers, tk)
 			l.rec.mu.Unlock()
@@ -256,14 +265,15 @@ func (l *Lab) Transitions() []Transition {
 
 // KillHost hard-kills a NAT as a dead instance looks from outside: its own interfaces go
 // down (the switch keeps carrier towards the peer) and its failover process gets
-// SIGKILL. It returns the moment of the kill.
+// SIGKILL. It returns the moment of the kill: when both links are down, so that no probe
+// sent after it can still pass through the host.
 func (l *Lab) KillHost(ctx context.Context, host string) (time.Time, error) {
-	at := time.Now()
 	for _, dev := range []string{"priv0", "pub0"} {
 		if err := nsIP(ctx, NS(host), "link", "set", dev, "down"); err != nil {
-			return at, fmt.Errorf("kill %s: %w", host, err)
+			return time.Now(), fmt.Errorf("kill %s: %w", host, err)
 		}
 	}
+	at := time.Now()
 	l.mu.Lock()
 	n := l.nodes[host]
 	l.mu.Unlock()

@@ -18,10 +18,11 @@ type Event struct {
 // Timeline collects events from the lab's goroutines and prints them in time order,
 // relative to a zero the caller picks.
 type Timeline struct {
-	mu     sync.Mutex
-	events []Event
-	live   io.Writer
-	zero   time.Time
+	mu      sync.Mutex
+	events  []Event
+	live    io.Writer
+	zero    time.Time
+	printed int // events[:printed] were written by Flush
 }
 
 // NewTimeline returns a timeline that also prints each event to live as it arrives (live
@@ -74,5 +75,17 @@ func (t *Timeline) Print(w io.Writer, from, to time.Time) {
 		line := t.format(e)
 		t.mu.Unlock()
 		fmt.Fprintln(w, line)
+	}
+}
+
+// Flush writes the events added since the last Flush, in time order.
+func (t *Timeline) Flush(w io.Writer) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	fresh := append([]Event(nil), t.events[t.printed:]...)
+	t.printed = len(t.events)
+	sort.SliceStable(fresh, func(i, j int) bool { return fresh[i].At.Before(fresh[j].At) })
+	for _, e := range fresh {
+		fmt.Fprintln(w, t.format(e))
 	}
 }

@@ -307,3 +307,31 @@ func (tr *Traffic) waitReply(ctx context.Context, t time.Time, timeout time.Dura
 	}
 	return nil
 }
+
+// WaitReplyAfter waits until a UDP reply to a probe sent after t arrives.
+func (tr *Traffic) WaitReplyAfter(ctx context.Context, t time.Time, timeout time.Duration) error {
+	return tr.waitReply(ctx, t, timeout)
+}
+
+// LongestGap is the longest time between consecutive UDP replies received in [from, to],
+// counting from the last reply before from.
+func (tr *Traffic) LongestGap(from, to time.Time) time.Duration {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	var prev time.Time
+	var gap time.Duration
+	for _, r := range tr.udp {
+		if r.recv.Before(from) {
+			prev = r.recv
+			continue
+		}
+		if r.recv.After(to) {
+			break
+		}
+		if !prev.IsZero() && r.recv.Sub(prev) > gap {
+			gap = r.recv.Sub(prev)
+		}
+		prev = r.recv
+	}
+	return gap
+}

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"os/exec"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -81,7 +82,7 @@ func findAgent(flagValue string) string {
 			return p
 		}
 	}
-	if p, err := execLookPath("natganker-agent"); err == nil {
+	if p, err := exec.LookPath("natganker-agent"); err == nil {
 		return p
 	}
 	return ""

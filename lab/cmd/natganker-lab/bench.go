@@ -1,0 +1,80 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/natganker/natganker/lab"
+)
+
+// benchCmd measures hard-kill failovers and false failovers, natganker against keepalived.
+type benchCmd struct{}
+
+// Usage describes the bench command.
+func (c *benchCmd) Usage() string {
+	return "Usage: natganker-lab bench [-runs 20] [-soak 10m] [-loss 5,10] [-latency 100ms] [-tables 3] [-mech natganker,keepalived] [-out lab/results]\n"
+}
+
+// Run runs the benchmark and prints the table.
+func (c *benchCmd) Run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	agentFlag := fs.String("agent", "", "natganker-agent binary (default: bin/natganker-agent, then $PATH)")
+	runs := fs.Int("runs", 20, "hard kills per mechanism")
+	soak := fs.Duration("soak", 10*time.Minute, "duration of each loss soak per mechanism (0 skips the soaks)")
+	losses := fs.String("loss", "5,10", "loss rates between the NATs for the soaks, in percent")
+	latency := fs.Duration("latency", 100*time.Millisecond, "latency added to every EC2 call by the proxy")
+	tables := fs.Int("tables", 3, "route tables pointing at the owner (the client's plus extras)")
+	mechs := fs.String("mech", "natganker,keepalived", "mechanisms to measure")
+	out := fs.String("out", "lab/results", "directory for the results (Markdown, JSON, SVG)")
+	verbose := fs.Bool("v", false, "log the lab's warnings")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	o := lab.BenchOptions{Runs: *runs, Soak: *soak, Latency: *latency, ExtraTables: *tables - 1, OutDir: *out, Progress: os.Stdout}
+	if *tables < 1 {
+		return usageError{"-tables must be at least 1"}
+	}
+	for _, p := range strings.Split(*losses, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(p))
+		if err != nil || n < 0 || n > 100 {
+			return usageError{fmt.Sprintf("-loss: bad percentage %q", p)}
+		}
+		o.Losses = append(o.Losses, n)
+	}
+	for _, m := range strings.Split(*mechs, ",") {
+		switch mech := lab.Mechanism(strings.TrimSpace(m)); mech {
+		case lab.Natganker:
+			o.AgentBin = findAgent(*agentFlag)
+			if o.AgentBin == "" {
+				return fmt.Errorf("natganker-agent is not built: run `make build` (or pass -agent PATH)")
+			}
+			o.Mechanisms = append(o.Mechanisms, mech)
+		case lab.Keepalived:
+			o.Mechanisms = append(o.Mechanisms, mech)
+		default:
+			return usageError{fmt.Sprintf("-mech: unknown mechanism %q", m)}
+		}
+	}
+	level := hclog.Error
+	if *verbose {
+		level = hclog.Warn
+	}
+	o.Logger = hclog.New(&hclog.LoggerOptions{Name: "natganker-lab", Level: level, Output: os.Stderr})
+	fmt.Printf("natganker failover benchmark: %d hard kills per mechanism, soaks %s at %s%% loss, EC2 latency %s + throttling, %d route tables\n",
+		*runs, *soak, *losses, *latency, *tables)
+	res, err := lab.Bench(ctx, o)
+	if res != nil {
+		fmt.Println()
+		fmt.Print(res.Table())
+		if *out != "" {
+			fmt.Printf("\nresults written under %s (bench-%s.{md,json,svg})\n", *out, res.Started.UTC().Format("20060102T150405Z"))
+		}
+	}
+	return err
+}
