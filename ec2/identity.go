@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
@@ -72,7 +73,11 @@ func LoadIdentity(ctx context.Context, endpoint string, override Identity) (Iden
 			o.MaxBackoff = 100 * time.Millisecond
 			o.RateLimiter = ratelimit.None
 		}),
-		ClientEnableState: imds.ClientEnabled,
+		// IMDSv2 only: falling back to IMDSv1 would double the wait when nothing answers.
+		EnableFallback: aws.FalseTernary,
+		// Otherwise the client waits a flat second before its retry.
+		DisableDefaultMaxBackoff: true,
+		ClientEnableState:        imds.ClientEnabled,
 	})
 
 	var unreachable error

@@ -1,0 +1,99 @@
+package ec2
+
+import (
+	"context"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/natganker/natganker/ec2/ec2test"
+)
+
+func TestLoadIdentity(t *testing.T) {
+	values := ec2test.IMDSValues{
+		InstanceID: "i-0aaaaaaaaaaaaaaa1", Region: "eu-west-3", AvailabilityZone: "eu-west-3b",
+		LocalIPv4: "10.9.0.10", MAC: "0a:00:00:00:00:01", VPCCIDR: "10.9.0.0/16",
+	}
+	mock := ec2test.StartIMDS(t, values)
+
+	t.Run("AllFromMetadata", func(t *testing.T) {
+		got, err := LoadIdentity(ctxT(t), mock.Endpoint, Identity{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := Identity{InstanceID: values.InstanceID, Region: values.Region, AvailabilityZone: values.AvailabilityZone,
+			LocalIPv4: values.LocalIPv4, MAC: values.MAC, VPCCIDR: values.VPCCIDR}
+		if got != want {
+			t.Errorf("identity = %+v, want %+v", got, want)
+		}
+	})
+
+	t.Run("OverrideWins", func(t *testing.T) {
+		got, err := LoadIdentity(ctxT(t), mock.Endpoint, Identity{LocalIPv4: "10.9.0.99", VPCCIDR: "10.0.0.0/8"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.LocalIPv4 != "10.9.0.99" || got.VPCCIDR != "10.0.0.0/8" || got.InstanceID != values.InstanceID {
+			t.Errorf("identity = %+v", got)
+		}
+	})
+
+	// A port nothing listens on.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "http://" + l.Addr().String()
+	l.Close()
+
+	t.Run("Hangs", func(t *testing.T) {
+		// Accepts connections (the kernel does) but never answers.
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		start := time.Now()
+		_, err = LoadIdentity(context.Background(), "http://"+l.Addr().String(), Identity{})
+		took := time.Since(start)
+		if err == nil || !strings.Contains(err.Error(), "instance metadata unreachable at http://"+l.Addr().String()) {
+			t.Errorf("err = %v, want unreachable", err)
+		}
+		if took > 3*time.Second {
+			t.Errorf("took %v, want about 2s (two attempts of 1s)", took)
+		}
+	})
+
+	tests := []struct {
+		name     string
+		override Identity
+		wantErr  string
+	}{
+		{"NothingOverridden", Identity{},
+			"instance metadata unreachable at " + closed + ": "},
+		{"NothingOverriddenNamesAll", Identity{},
+			"; set node { instance_id, region, local_ipv4 } in the config"},
+		{"SomeOverridden", Identity{InstanceID: "i-1", Region: "eu-west-3"},
+			"; set node { local_ipv4 } in the config"},
+		{"RequiredOverridden", Identity{InstanceID: "i-1", Region: "eu-west-3", LocalIPv4: "10.0.0.1"}, ""},
+	}
+	for _, tt := range tests {
+		t.Run("Unreachable/"+tt.name, func(t *testing.T) {
+			start := time.Now()
+			got, err := LoadIdentity(context.Background(), closed, tt.override)
+			if took := time.Since(start); took > 3*time.Second {
+				t.Errorf("took %v", took)
+			}
+			if tt.wantErr == "" {
+				if err != nil || got.InstanceID != tt.override.InstanceID || got.MAC != "" {
+					t.Errorf("got %+v, %v; want the override and no error", got, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("err = %v, want it to contain %q", err, tt.wantErr)
+			}
+		})
+	}
+}
