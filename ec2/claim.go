@@ -12,6 +12,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	ec2sdk "github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
 )
 
 // Step actions reported by Claim.
@@ -236,7 +237,9 @@ func routeMissing(err error) bool {
 	case "InvalidRoute.NotFound":
 		return true
 	case "InvalidParameterValue":
-		return strings.Contains(err.Error(), "CreateRoute")
+		// "There is no route defined for '0.0.0.0/0' in the route table. Use CreateRoute instead."
+		var ae smithy.APIError
+		return errors.As(err, &ae) && strings.Contains(ae.ErrorMessage(), "CreateRoute")
 	}
 	return false
 }
