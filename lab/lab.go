@@ -82,6 +82,7 @@ type Lab struct {
 	closed   bool
 	traffic  *Traffic
 	rec      logRecorder
+	files    []io.Closer
 	proxy    *ec2test.Proxy
 	proxySrv *http.Server
 }
@@ -174,7 +175,7 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 		}
 		l.track(p)
 	}
-	if err := l.startHelper(ctx, Inet, "serve", nil); err != nil {
+	if _, err := l.startHelper(ctx, Inet, "serve", nil); err != nil {
 		return err
 	}
 	if err := waitListening(ctx, NS(Inet), fmt.Sprintf("%s:%d", InetIP, TCPEchoPort), nil); err != nil {
@@ -223,6 +224,12 @@ func (l *Lab) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	err := RemoveAll(ctx)
+	l.mu.Lock()
+	for _, f := range l.files {
+		_ = f.Close()
+	}
+	l.files = nil
+	l.mu.Unlock()
 	if l.tmpDir && os.Getenv("NATGANKER_LAB_KEEP") == "" {
 		_ = os.RemoveAll(l.opts.Dir)
 	}
@@ -240,16 +247,19 @@ func (l *Lab) logFile(name string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("create log %s: %w", name, err)
 	}
+	l.mu.Lock()
+	l.files = append(l.files, f)
+	l.mu.Unlock()
 	return f, nil
 }
 
 // startHelper runs this program as helper kind inside host's namespace.
-func (l *Lab) startHelper(ctx context.Context, host, kind string, stdout io.Writer) error {
+func (l *Lab) startHelper(ctx context.Context, host, kind string, stdout io.Writer) (*proc, error) {
 	argv := l.opts.HelperCmd
 	if len(argv) == 0 {
 		exe, err := os.Executable()
 		if err != nil {
-			return fmt.Errorf("find own executable: %w", err)
+			return nil, fmt.Errorf("find own executable: %w", err)
 		}
 		argv = []string{exe}
 	}
@@ -257,17 +267,22 @@ func (l *Lab) startHelper(ctx context.Context, host, kind string, stdout io.Writ
 	cmd.Env = append(os.Environ(), HelperEnv+"="+kind)
 	lw, err := l.logFile(kind + ".log")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if stdout == nil {
 		stdout = lw
 	}
 	p, err := startProc(kind, cmd, stdout, lw, false)
 	if err != nil {
-		return err
+		lw.Close()
+		return nil, err
 	}
+	go func() {
+		<-p.done
+		lw.Close()
+	}()
 	l.track(p)
-	return nil
+	return p, nil
 }
 
 // StartTraffic starts the client's prober: UDP probes every 10 ms and one long-lived TCP
@@ -275,9 +290,14 @@ func (l *Lab) startHelper(ctx context.Context, host, kind string, stdout io.Writ
 func (l *Lab) StartTraffic(ctx context.Context) (*Traffic, error) {
 	tr := &Traffic{}
 	pr, pw := io.Pipe()
-	if err := l.startHelper(ctx, Client, "probe", pw); err != nil {
+	p, err := l.startHelper(ctx, Client, "probe", pw)
+	if err != nil {
 		return nil, err
 	}
+	go func() {
+		<-p.done
+		pw.Close()
+	}()
 	go tr.consume(pr, func(at time.Time, msg string) {
 		l.tl.Add(at, "client", "TCP connection broke: %s", msg)
 	})
