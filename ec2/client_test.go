@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	ec2sdk "github.com/aws/aws-sdk-go-v2/service/ec2"
@@ -636,5 +637,21 @@ func TestClient_New(t *testing.T) {
 	t.Setenv("AWS_DEFAULT_REGION", "")
 	if _, err := New(context.Background(), Options{}); err == nil || !strings.Contains(err.Error(), "no region") {
 		t.Errorf("err = %v, want no region", err)
+	}
+}
+
+func TestClient_CallTimeout(t *testing.T) {
+	f := newFixture(t, standardSpec(), ec2test.ProxyOptions{Latency: 300 * time.Millisecond},
+		Options{CallTimeout: 50 * time.Millisecond, MaxAttempts: 2})
+	start := time.Now()
+	_, err := f.client.InstanceState(ctxT(t), f.inst(0))
+	if err == nil {
+		t.Fatal("no error although every call takes longer than the call timeout")
+	}
+	if took := time.Since(start); took > 250*time.Millisecond {
+		t.Errorf("two attempts of 50ms took %v", took)
+	}
+	if n := f.proxy.Stats()["DescribeInstances"]; n != 2 {
+		t.Errorf("DescribeInstances calls = %d, want 2 attempts", n)
 	}
 }

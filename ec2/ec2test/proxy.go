@@ -139,6 +139,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	action := actionOf(r, body)
+	p.mu.Lock()
+	p.stats[action]++
+	p.mu.Unlock()
 
 	if p.opts.Latency > 0 {
 		t := time.NewTimer(p.opts.Latency)
@@ -151,7 +154,6 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	p.mu.Lock()
-	p.stats[action]++
 	code := ""
 	if q := p.fail[action]; len(q) > 0 {
 		code, p.fail[action] = q[0], q[1:]
