@@ -83,6 +83,7 @@ type Lab struct {
 	traffic  *Traffic
 	rec      logRecorder
 	files    []io.Closer
+	lock     *os.File
 	proxy    *ec2test.Proxy
 	proxySrv *http.Server
 }
@@ -124,6 +125,9 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 	}
 	if err := os.MkdirAll(l.opts.Dir, 0o755); err != nil {
 		return fmt.Errorf("create lab dir: %w", err)
+	}
+	if l.lock, err = acquireLock(ctx, func(f string, a ...any) { l.logger.Warn(fmt.Sprintf(f, a...)) }); err != nil {
+		return err
 	}
 	defer func() {
 		if err != nil {
@@ -229,6 +233,10 @@ func (l *Lab) Close() error {
 		_ = f.Close()
 	}
 	l.files = nil
+	if l.lock != nil {
+		_ = l.lock.Close()
+		l.lock = nil
+	}
 	l.mu.Unlock()
 	if l.tmpDir && os.Getenv("NATGANKER_LAB_KEEP") == "" {
 		_ = os.RemoveAll(l.opts.Dir)

@@ -177,7 +177,7 @@ func (l *Lab) startAgent(ctx context.Context, n *node) error {
 }
 
 // agentLogKeys are the keys shown in the timeline after an agent's message.
-var agentLogKeys = []string{"group", "from", "to", "reason", "peer", "node", "member", "owner", "error",
+var agentLogKeys = []string{"group", "from", "to", "reason", "peer", "member", "owner", "error", "problem", "key", "new", "eip", "route_table", "target",
 	"detected_ms", "confirmed_ms", "eip_ms", "routes_ms", "verified_ms"}
 
 func (l *Lab) parseAgentLog(host string, r io.Reader) {
