@@ -249,13 +249,25 @@ func (a *Agent) handover() {
 	var meta gossip.Meta
 	var owned []string
 	var peer bool
-	if err := a.do(context.Background(), func() {
-		a.leaving = true
-		meta = a.meta()
-		owned = a.ownedGroups()
-		peer = a.anyEligiblePeer()
-	}); err != nil {
+	if err := a.do(context.Background(), func() { a.leaving = true }); err != nil {
 		return
+	}
+	// A claim already sent to EC2 may still land: wait for it, so that what this node owns
+	// is known before deciding whether to wait for a peer.
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for settled := false; !settled; <-tick.C {
+		if err := a.do(context.Background(), func() {
+			settled = true
+			for _, g := range a.groups {
+				settled = settled && !g.claiming
+			}
+			meta = a.meta()
+			owned = a.ownedGroups()
+			peer = a.anyEligiblePeer()
+		}); err != nil {
+			return
+		}
 	}
 	if err := a.gossip.PublishMeta(meta, time.Second); err != nil {
 		a.logger.Warn("could not announce the shutdown", "error", err)
@@ -269,8 +281,7 @@ func (a *Agent) handover() {
 	}
 	a.logger.Info("handing over before shutdown", "groups", owned)
 	deadline := time.Now().Add(handoverTimeout)
-	tick := time.NewTicker(250 * time.Millisecond)
-	defer tick.Stop()
+	tick.Reset(250 * time.Millisecond)
 	for time.Now().Before(deadline) {
 		<-tick.C
 		var still []string
@@ -494,8 +505,8 @@ func (a *Agent) evaluate() {
 		verdict := Decide(v)
 		g.fresh = false
 		if g.force && !g.claiming {
-			if !a.healthy {
-				a.finishWaiters(g, fmt.Errorf("this node is unhealthy (%s): not taking over", a.healthReason))
+			if !a.healthy || a.leaving {
+				a.finishWaiters(g, fmt.Errorf("this node is unhealthy (%s) or shutting down: not taking over", a.healthReason))
 				g.force = false
 			} else {
 				verdict = Verdict{Action: ActClaim, Desired: verdict.Desired, Reason: "operator asked for a takeover"}
@@ -674,7 +685,7 @@ func (a *Agent) onClaimed(r claimResult) {
 		a.logger.Error("takeover failed; will retry", append(args, "error", r.err, "retry_in", backoff.String())...)
 	} else {
 		g.failures = 0
-		if r.from != a.id.InstanceID {
+		if r.from != a.id.InstanceID || r.report.EIP.Action == ec2.ActionAssociated {
 			a.logger.Info("takeover", args...)
 		} else {
 			a.logger.Info("repaired", args...)
@@ -684,7 +695,7 @@ func (a *Agent) onClaimed(r claimResult) {
 		}
 		g.displacedBy = ""
 	}
-	if r.from != a.id.InstanceID || r.err != nil {
+	if r.from != a.id.InstanceID || r.err != nil || r.report.EIP.Action == ec2.ActionAssociated {
 		g.last = &v
 	}
 	a.finishWaiters(g, r.err)

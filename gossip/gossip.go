@@ -101,8 +101,9 @@ type Gossip struct {
 	cfg    Config
 	logger hclog.Logger
 
-	ml     *memberlist.Memberlist
-	events chan Event
+	ml        *memberlist.Memberlist
+	events    chan Event
+	localAddr string
 
 	mu      sync.Mutex
 	queue   []Event
@@ -192,6 +193,9 @@ func (g *Gossip) Start(ctx context.Context) error {
 		return fmt.Errorf("gossip: listen on %s: %w", net.JoinHostPort(g.cfg.BindAddr, strconv.Itoa(g.cfg.BindPort)), err)
 	}
 	g.ml = ml
+	// Read once, before memberlist's own goroutines get going: LocalNode points at state
+	// that memberlist updates without a lock the caller could take.
+	g.localAddr = ml.LocalNode().Address()
 
 	ctx, g.cancel = context.WithCancel(ctx)
 	g.wg.Add(3)
@@ -210,10 +214,7 @@ func (g *Gossip) LocalName() string { return g.cfg.Name }
 
 // LocalAddr is the host:port this node advertises.
 func (g *Gossip) LocalAddr() string {
-	if g.ml == nil {
-		return ""
-	}
-	return g.ml.LocalNode().Address()
+	return g.localAddr
 }
 
 // Members returns a copy of every node this one knows, itself included, sorted by name.
@@ -412,10 +413,16 @@ func (g *Gossip) rejoin() {
 
 // missingPeers lists configured peers whose address belongs to no alive member.
 func (g *Gossip) missingPeers() []string {
+	// memberlist's own Members() hands out nodes it keeps writing to; the table built from
+	// events is ours to read.
 	alive := make(map[string]bool)
-	for _, n := range g.ml.Members() {
-		alive[n.Address()] = true
+	g.mu.Lock()
+	for _, m := range g.members {
+		if m.State == StateAlive {
+			alive[m.Addr] = true
+		}
 	}
+	g.mu.Unlock()
 	var missing []string
 	for _, p := range g.cfg.Peers {
 		if alive[p] {
