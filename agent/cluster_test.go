@@ -25,7 +25,7 @@ import (
 // cluster is a moto-backed VPC and agents running in this process, each on its own
 // 127.0.0.x address, the way each NAT instance runs one agent.
 type cluster struct {
-	t      *testing.T
+	t      testing.TB
 	moto   *ec2test.Moto
 	world  ec2test.World
 	api    *awsec2.Client
@@ -38,7 +38,7 @@ type cluster struct {
 	logs   []string
 }
 
-func newCluster(t *testing.T, prios ...int) *cluster {
+func newCluster(t testing.TB, prios ...int) *cluster {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("starts a moto server and real agents")

@@ -1,0 +1,61 @@
+# natganker: `make demo` shows a failover in the local lab, `make test` proves the rest.
+GO          ?= go
+BIN         := bin
+VERSION     := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS     := -s -w -X main.version=$(VERSION)
+STATICCHECK := $(BIN)/staticcheck
+STATICCHECK_VERSION := 2026.2.2
+
+.PHONY: all build deps demo test unit lint tidy-check bench bench-quick clean
+
+all: build
+
+## build: the agent and the lab driver, version from git describe
+build:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/natganker-agent ./cmd/natganker-agent
+	$(GO) build -trimpath -o $(BIN)/natganker-lab ./lab/cmd/natganker-lab
+
+## deps: everything the lab and the tests need on a bare Debian machine (as root)
+deps: $(STATICCHECK)
+	sh lab/deps.sh
+
+$(STATICCHECK):
+	GOBIN=$(CURDIR)/$(BIN) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
+
+## demo: the local failover lab: hard-kill the owning NAT, watch the takeover and failback
+demo: deps build
+	$(BIN)/natganker-lab demo -agent $(BIN)/natganker-agent
+
+## test: lint, tidy check, then every test with the race detector (moto, metadata mock and
+## network-namespace lab tests included; the lab tests need root)
+test: lint tidy-check unit
+
+unit:
+	$(GO) test -race -count=1 -timeout 18m ./...
+
+## lint: gofmt, go vet, staticcheck
+lint: $(STATICCHECK)
+	@fmt_out=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$fmt_out" ]; then echo "gofmt would change:"; echo "$$fmt_out"; exit 1; fi
+	$(GO) vet ./...
+	$(STATICCHECK) ./...
+
+## tidy-check: fails when go.mod or go.sum are not tidy
+tidy-check:
+	@cp go.mod /tmp/natganker-go.mod.bak; cp go.sum /tmp/natganker-go.sum.bak; \
+	$(GO) mod tidy; \
+	if ! cmp -s go.mod /tmp/natganker-go.mod.bak || ! cmp -s go.sum /tmp/natganker-go.sum.bak; then \
+		echo "go.mod/go.sum are not tidy: run 'go mod tidy' and commit"; \
+		cp /tmp/natganker-go.mod.bak go.mod; cp /tmp/natganker-go.sum.bak go.sum; exit 1; fi
+
+## bench: failover benchmarks (agent against moto, EC2 claims) and the lab against keepalived
+bench: deps build
+	$(GO) test -run '^$$' -bench . -benchtime 1x ./agent ./ec2
+	$(BIN)/natganker-lab bench -agent $(BIN)/natganker-agent
+
+## bench-quick: the same with fewer runs and short soaks, for a quick look
+bench-quick: deps build
+	$(BIN)/natganker-lab bench -agent $(BIN)/natganker-agent -runs 5 -soak 1m
+
+clean:
+	rm -rf $(BIN)
