@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -139,6 +140,13 @@ func benchMechanism(ctx context.Context, o BenchOptions, mech Mechanism, res *Be
 		owner, err := l.settle(ctx, mech, 90*time.Second)
 		if err != nil {
 			return fmt.Errorf("run %d: %w", i+1, err)
+		}
+		// The survivor was restarted by the previous run, so without a random pause every
+		// kill would land at the same phase of its probe or advert timer.
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(rand.Int64N(int64(time.Second)))):
 		}
 		f, err := l.HardKill(ctx, tr, owner, mech, 90*time.Second)
 		if err != nil {
