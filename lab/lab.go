@@ -78,7 +78,6 @@ type Lab struct {
 	mu       sync.Mutex
 	procs    []*proc
 	nodes    map[string]*node // per NAT: agent or keepalived
-	mech     Mechanism
 	closed   bool
 	traffic  *Traffic
 	rec      logRecorder
