@@ -25,17 +25,19 @@ import (
 // cluster is a moto-backed VPC and agents running in this process, each on its own
 // 127.0.0.x address, the way each NAT instance runs one agent.
 type cluster struct {
-	t      testing.TB
-	moto   *ec2test.Moto
-	world  ec2test.World
-	api    *awsec2.Client
-	port   int
-	key    string
-	prios  []int
-	delay  time.Duration
-	agents []*Agent
-	mu     sync.Mutex
-	logs   []string
+	t     testing.TB
+	moto  *ec2test.Moto
+	world ec2test.World
+	api   *awsec2.Client
+	port  int
+	key   string
+	prios []int
+	delay time.Duration
+	// plaintext runs the cluster without a gossip key.
+	plaintext bool
+	agents    []*Agent
+	mu        sync.Mutex
+	logs      []string
 }
 
 func newCluster(t testing.TB, prios ...int) *cluster {
@@ -94,7 +96,7 @@ func (c *cluster) config(i int) *config.Config {
 gossip {
   bind = "%s:%d"
   peers = [%s]
-  encrypt_key = "%s"
+  %s
   rejoin_interval = "1s"
 }
 group "egress" {
@@ -109,13 +111,32 @@ ec2 {
   region = "%s"
   reconcile_interval = "1s"
 }
-`, c.addr(i), c.port, strings.Join(peers, ", "), c.key, c.prios[i], c.world.AllocationID,
+`, c.addr(i), c.port, strings.Join(peers, ", "), c.keyLine(), c.prios[i], c.world.AllocationID,
 		c.world.RouteTableIDs[0], c.world.RouteTableIDs[1], c.delay, c.moto.Endpoint, c.world.Region)
 	cfg, err := config.Parse("agent.hcl", []byte(hcl))
 	if err != nil {
 		c.t.Fatalf("config of agent %d: %v", i, err)
 	}
 	return cfg
+}
+
+func (c *cluster) keyLine() string {
+	if c.plaintext {
+		return "insecure_plaintext = true"
+	}
+	return fmt.Sprintf("encrypt_key = %q", c.key)
+}
+
+// logged reports whether any agent logged a line containing s.
+func (c *cluster) logged(s string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, l := range c.logs {
+		if strings.Contains(l, s) {
+			return true
+		}
+	}
+	return false
 }
 
 type logSink struct {

@@ -10,7 +10,6 @@ func managedConfig() Config {
 	return Config{Manage: true, PublicInterface: labPublicIf, MasqueradeSource: labSource}
 }
 
-const wantRule = `oifname "pub0" ip saddr 198.18.0.0/16 masquerade`
 
 // wantTable is `nft list table ip natganker` after Ensure in the lab.
 const wantTable = `table ip natganker {
