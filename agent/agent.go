@@ -35,11 +35,15 @@ const (
 	// so that a node repairing itself stays out long enough for a peer to take over.
 	healthyChecksToRecover = 3
 	// reconfirmAfter is the least time between two confirmation bursts at the same peer.
-	reconfirmAfter = time.Second
+	reconfirmAfter = 200 * time.Millisecond
+	// quietProbes is how many probe intervals without any sign of life from the owner make
+	// this node start confirming before memberlist's suspicion timeout runs out, so that
+	// the confirmation is ready when the death is declared.
+	quietProbes = 2.5
 	// confirmValidFor is how long a confirmation about an instance that never joined counts.
 	confirmValidFor = 15 * time.Second
 	// evalInterval paces decisions that depend on time passing (failback).
-	evalInterval = 200 * time.Millisecond
+	evalInterval = 100 * time.Millisecond
 	// handoverTimeout bounds how long a graceful shutdown waits for a peer to take over.
 	handoverTimeout = 10 * time.Second
 )
@@ -530,6 +534,10 @@ func (a *Agent) evaluate() {
 			a.claim(g, verdict.Reason, now)
 		case ActConfirm:
 			a.confirm(g, now)
+		case ActNone:
+			if a.ownerQuiet(g, v, now) {
+				a.confirm(g, now)
+			}
 		}
 	}
 	a.publish()
@@ -554,8 +562,9 @@ func (a *Agent) view(g *groupState, now time.Time) View {
 		st := g.obs.Instances[g.owner].State
 		v.OwnerRunning = st == "" || st == ec2.InstanceStateUnknown || st == "pending" || st == "running"
 		if c, ok := a.confirms[g.owner]; ok && !c.running && c.dead {
-			if m, known := a.members[g.owner]; known {
-				v.OwnerConfirmedDead = m.State != gossip.StateAlive && c.started.After(m.Since)
+			if _, known := a.members[g.owner]; known {
+				// Only a burst sent after the last sign of life counts.
+				v.OwnerConfirmedDead = c.started.After(a.gossip.LastContact(g.owner))
 			} else {
 				v.OwnerConfirmedDead = now.Sub(c.done) < confirmValidFor
 			}
@@ -581,6 +590,25 @@ func peerOf(m gossip.Member, group string) Peer {
 		p.InGroup, p.Priority, p.Yielded = true, gm.Priority, gm.Yielded
 	}
 	return p
+}
+
+// ownerQuiet reports whether the owner, still alive as far as memberlist knows, has not
+// answered for quietProbes probe intervals while this node would be the one to replace it.
+func (a *Agent) ownerQuiet(g *groupState, v View, now time.Time) bool {
+	if g.owner == "" || g.owner == a.id.InstanceID || !a.isAlive(g.owner) {
+		return false
+	}
+	last := a.gossip.LastContact(g.owner)
+	if last.IsZero() || now.Sub(last) < time.Duration(quietProbes*float64(a.cfg.Gossip.ProbeInterval)) {
+		return false
+	}
+	without := make(map[string]Peer, len(v.Peers))
+	for name, p := range v.Peers {
+		if name != g.owner {
+			without[name] = p
+		}
+	}
+	return Desired(without) == a.id.InstanceID
 }
 
 // confirm probes the group's owner directly, unless a burst is running or just ran.
@@ -624,6 +652,8 @@ func (a *Agent) onConfirmed(r confirmResult) {
 	switch {
 	case r.err != nil:
 		a.logger.Error("could not probe peer", "peer", r.name, "error", r.err)
+	case r.alive && a.isAlive(r.name):
+		a.logger.Debug("owner was quiet but answers direct probes", "peer", r.name, "probe_ms", r.took.Milliseconds())
 	case r.alive:
 		a.logger.Warn("gossip reports the owner gone but it answers direct probes: not taking over",
 			"peer", r.name, "probe_ms", r.took.Milliseconds())

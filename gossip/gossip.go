@@ -108,6 +108,9 @@ type Gossip struct {
 	mu      sync.Mutex
 	queue   []Event
 	members map[string]Member
+	// contact is when each node last showed it was alive: an ack to one of our probes, or
+	// an alive message about it.
+	contact map[string]time.Time
 	meta    []byte
 	wake    chan struct{}
 
@@ -139,6 +142,7 @@ func New(cfg Config, logger hclog.Logger) (*Gossip, error) {
 		logger:    logger.Named("gossip"),
 		events:    make(chan Event),
 		members:   make(map[string]Member),
+		contact:   make(map[string]time.Time),
 		meta:      meta,
 		wake:      make(chan struct{}, 1),
 		metaDirty: make(chan struct{}, 1),
@@ -185,6 +189,7 @@ func (g *Gossip) Start(ctx context.Context) error {
 	mc.Delegate = (*delegate)(g)
 	mc.Events = (*eventDelegate)(g)
 	mc.Conflict = (*conflictDelegate)(g)
+	mc.Ping = (*pingDelegate)(g)
 	mc.LogOutput = nil
 	mc.Logger = g.logger.Named("memberlist").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
 
@@ -228,6 +233,16 @@ func (g *Gossip) Members() []Member {
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
+}
+
+// LastContact is when name last showed it was alive (zero if never): an answer to one of
+// memberlist's probes or an alive message about it. With probes every ProbeInterval, a gap
+// of several intervals means the peer is probably gone, before memberlist's suspicion
+// timeout declares it.
+func (g *Gossip) LastContact(name string) time.Time {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.contact[name]
 }
 
 // SetMeta publishes m to the peers. It returns at once; the update reaches peers within
@@ -484,6 +499,9 @@ func (g *Gossip) record(kind EventKind, n *memberlist.Node) {
 		m.Since = prev.Since
 	}
 	g.members[n.Name] = m
+	if m.State == StateAlive {
+		g.contact[n.Name] = now
+	}
 	g.mu.Unlock()
 	g.push(Event{Kind: kind, Member: m, At: now})
 }
@@ -509,6 +527,15 @@ type eventDelegate Gossip
 func (e *eventDelegate) NotifyJoin(n *memberlist.Node)   { (*Gossip)(e).record(EventJoin, n) }
 func (e *eventDelegate) NotifyLeave(n *memberlist.Node)  { (*Gossip)(e).record(EventLeave, n) }
 func (e *eventDelegate) NotifyUpdate(n *memberlist.Node) { (*Gossip)(e).record(EventUpdate, n) }
+
+type pingDelegate Gossip
+
+func (p *pingDelegate) AckPayload() []byte { return nil }
+func (p *pingDelegate) NotifyPingComplete(other *memberlist.Node, rtt time.Duration, payload []byte) {
+	p.mu.Lock()
+	p.contact[other.Name] = time.Now()
+	p.mu.Unlock()
+}
 
 type conflictDelegate Gossip
 
