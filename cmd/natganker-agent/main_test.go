@@ -16,10 +16,15 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"go.uber.org/goleak"
 
 	"github.com/natganker/natganker/agent"
 	"github.com/natganker/natganker/agent/control"
 )
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
 
 // result is what a user sees from one invocation.
 type result struct {

@@ -1,0 +1,240 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/natganker/natganker/agent"
+	"github.com/natganker/natganker/agent/control"
+	"github.com/natganker/natganker/ec2/ec2test"
+)
+
+// syncBuffer is a bytes.Buffer safe for the agent's logger and the test to share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// motoConfig is a one-node configuration whose identity is fully given, so that no instance
+// metadata service is asked, and whose EC2 is the moto server.
+func motoConfig(w ec2test.World, endpoint string, port int, socket, routeTable string) string {
+	return fmt.Sprintf(`
+node {
+  instance_id       = %q
+  region            = %q
+  availability_zone = "us-east-1a"
+  local_ipv4        = "127.0.0.1"
+  mac               = "0e:00:00:00:00:11"
+  vpc_cidr          = "10.0.0.0/16"
+}
+gossip {
+  bind               = "127.0.0.1:%d"
+  peers              = ["127.0.0.1:%d"]
+  insecure_plaintext = true
+}
+group "egress" {
+  priority              = 200
+  elastic_ip            = %q
+  route_tables          = [%q]
+  discover_route_tables = false
+}
+ec2 {
+  endpoint = %q
+}
+control {
+  socket = %q
+}
+log {
+  level = "debug"
+}
+`, w.Instances[0].ID, w.Region, port, port, w.AllocationID, routeTable, endpoint, socket)
+}
+
+// TestWithMoto runs validate -remote and a whole agent against a moto server standing in for EC2.
+func TestWithMoto(t *testing.T) {
+	moto := ec2test.StartMoto(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	world, err := ec2test.Seed(ctx, moto.Endpoint, ec2test.WorldSpec{
+		Instances:   []ec2test.InstanceSpec{{Name: "nat-a"}, {Name: "nat-b"}},
+		RouteTables: []ec2test.RouteTableSpec{{Name: "private-a", DefaultTo: -1}},
+		EIPOwner:    -1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, rtb := world.Instances[0].ID, world.RouteTableIDs[0]
+	dir, err := os.MkdirTemp("", "ngrun")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	sock := filepath.Join(dir, "agent.sock")
+
+	t.Run("ValidateRemote", func(t *testing.T) {
+		cfg := writeFile(t, "agent.hcl", motoConfig(world, moto.Endpoint, freePort(t), sock, rtb))
+		r := run(t, "validate", "-remote", "-config", cfg)
+		want := []string{
+			"config OK: 1 group (egress priority 200)",
+			"instance " + self + " in us-east-1",
+			"group egress\n",
+			"  elastic IP " + world.AllocationID + " " + world.PublicIP + " -> (nothing)\n",
+			"  route " + rtb + " 0.0.0.0/0 -> (nothing) missing\n",
+		}
+		if r.code != 0 {
+			t.Fatalf("code %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+		}
+		for _, w := range want {
+			if !strings.Contains(r.stdout, w) {
+				t.Errorf("stdout %q lacks %q", r.stdout, w)
+			}
+		}
+	})
+	t.Run("ValidateRemoteFindsProblems", func(t *testing.T) {
+		cfg := writeFile(t, "agent.hcl", motoConfig(world, moto.Endpoint, freePort(t), sock, "rtb-0000dead"))
+		r := run(t, "validate", "-remote", "-config", cfg)
+		if r.code != exitFailure || !strings.Contains(r.stdout, "  problem: ") || !strings.Contains(r.stdout, "rtb-0000dead") ||
+			r.stderr != "Error: remote check failed for egress\n" {
+			t.Errorf("code %d, stdout %q, stderr %q; want 1 and the problem", r.code, r.stdout, r.stderr)
+		}
+	})
+
+	t.Run("RunTakeoverStop", func(t *testing.T) {
+		cfg := writeFile(t, "agent.hcl", motoConfig(world, moto.Endpoint, freePort(t), sock, rtb))
+		var logs syncBuffer
+		sigc := make(chan os.Signal, 2)
+		cmd := &RunCommand{stdout: &bytes.Buffer{}, stderr: &logs, signals: sigc,
+			exit: func(code int) { t.Errorf("exit(%d) called after a single signal", code) }}
+		var runErr error
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			runErr = cmd.Run(context.Background(), []string{"-config", cfg})
+		}()
+		t.Cleanup(func() {
+			select {
+			case <-done:
+			default:
+				sigc <- syscall.SIGTERM
+				<-done
+			}
+			if t.Failed() {
+				t.Logf("agent log:\n%s", logs.String())
+			}
+		})
+
+		client := control.NewClient(sock)
+		waitFor(t, 20*time.Second, "the control socket to answer", func() bool {
+			_, err := client.Members(context.Background())
+			return err == nil
+		})
+		if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("socket: %v, mode %v; want 0600", err, fi.Mode().Perm())
+		}
+
+		r := run(t, "members", "-socket", sock)
+		if r.code != 0 || !strings.Contains(r.stdout, self+" *") || !strings.Contains(r.stdout, "egress") {
+			t.Errorf("members: code %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+		}
+
+		r = run(t, "takeover", "-group", "egress", "-socket", sock)
+		if r.code != 0 || r.stdout != "egress: this node owns the group\n" {
+			t.Errorf("takeover: code %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+		}
+		var st agent.StatusView
+		waitFor(t, 10*time.Second, "status to show the takeover", func() bool {
+			r = run(t, "status", "-json", "-socket", sock)
+			st = agent.StatusView{}
+			if err := json.Unmarshal([]byte(r.stdout), &st); err != nil || len(st.Groups) != 1 {
+				return false
+			}
+			g := st.Groups[0]
+			return g.EC2Owner == self && g.ElasticIP.InstanceID == self && len(g.Routes) == 1 &&
+				g.Routes[0].Target == self && g.Routes[0].State == "active"
+		})
+		if st.Version != version || st.Groups[0].LastTakeover == nil {
+			t.Errorf("status = %+v; want version %q and a last takeover", st, version)
+		}
+		r = run(t, "status", "-socket", sock)
+		for _, w := range []string{"EC2 owner:     " + self, rtb + "  0.0.0.0/0  -> " + self + "  active", "Last takeover: "} {
+			if !strings.Contains(r.stdout, w) {
+				t.Errorf("status text %q lacks %q", r.stdout, w)
+			}
+		}
+
+		r = run(t, "takeover", "-group", "nope", "-socket", sock)
+		if r.code != exitFailure || !strings.HasPrefix(r.stderr, "Error: takeover: unknown group: nope") {
+			t.Errorf("unknown group: code %d, stderr %q", r.code, r.stderr)
+		}
+
+		sigc <- syscall.SIGTERM
+		select {
+		case <-done:
+			if runErr != nil {
+				t.Errorf("run returned %v after SIGTERM", runErr)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("run did not return after SIGTERM")
+		}
+		if _, err := os.Lstat(sock); !os.IsNotExist(err) {
+			t.Errorf("socket left behind: %v", err)
+		}
+		lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+		var last map[string]any
+		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil {
+			t.Fatalf("last log line %q is not JSON: %v", lines[len(lines)-1], err)
+		}
+		if last["@message"] != "stopped" {
+			t.Errorf("last log line = %v, want the message \"stopped\"", last)
+		}
+		r = run(t, "members", "-socket", sock)
+		if r.code != exitFailure || !strings.Contains(r.stderr, "is natganker-agent running?") {
+			t.Errorf("members after stop: code %d, stderr %q", r.code, r.stderr)
+		}
+	})
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
