@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
 
 	"github.com/natganker/natganker/agent"
 	"github.com/natganker/natganker/agent/control"
@@ -114,13 +115,13 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 	a, srv, err := c.start(startCtx, life, cfg, logger)
 	close(startDone)
 	if err != nil {
-		if ctxErr := startCtx.Err(); ctxErr != nil && errors.Is(err, ctxErr) {
-			logger.Info("stopped before start-up completed")
+		if startCtx.Err() != nil {
+			// Interrupted: the error is only the consequence of the stop that was asked for.
+			logger.Info("stopped before start-up completed", "error", err)
 			return nil
 		}
 		return err
 	}
-	logger.Info("running", "node", cfg.Node.InstanceID, "socket", cfg.Control.Socket)
 
 	select {
 	case s := <-sigc:
@@ -131,24 +132,42 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 		logger.Info("shutting down", "reason", ctx.Err())
 	}
 
-	// A second signal means the operator does not want to wait for the handover.
+	return shutdown(logger, sigc, exit,
+		step{"close control socket", srv.Close},
+		step{"stop agent", a.Close}, // hands owned groups over first
+	)
+}
+
+// step is one part of the shutdown.
+type step struct {
+	name string
+	run  func() error
+}
+
+// shutdown runs the steps in order and logs "stopped". A signal arriving meanwhile means the
+// operator does not want to wait for the handover: exit is called at once with status 1.
+func shutdown(logger hclog.Logger, sigc <-chan os.Signal, exit func(int), steps ...step) error {
 	stopped := make(chan struct{})
-	defer close(stopped)
+	watched := make(chan struct{})
+	defer func() {
+		close(stopped)
+		<-watched
+	}()
 	go func() {
+		defer close(watched)
 		select {
 		case s := <-sigc:
-			logger.Warn("second signal received, exiting without finishing the handover", "signal", s)
+			logger.Warn("second signal received, exiting without finishing the shutdown", "signal", s)
 			exit(exitFailure)
 		case <-stopped:
 		}
 	}()
 
 	var errs []error
-	if err := srv.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("close control socket: %w", err))
-	}
-	if err := a.Close(); err != nil {
-		errs = append(errs, fmt.Errorf("stop agent: %w", err))
+	for _, st := range steps {
+		if err := st.run(); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", st.name, err))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		logger.Error("stopped with errors", "error", err)
@@ -158,7 +177,8 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 	return nil
 }
 
-// start builds and starts everything. On error, whatever was started is stopped again.
+// start builds and starts everything. When the control socket cannot be served, the agent
+// that was started is stopped again.
 func (c *RunCommand) start(ctx, life context.Context, cfg *config.Config, logger hclog.Logger) (*agent.Agent, *control.Server, error) {
 	id, err := ec2.LoadIdentity(ctx, cfg.Node.IMDSEndpoint, identityOverride(cfg.Node))
 	if err != nil {
@@ -212,6 +232,7 @@ func (c *RunCommand) start(ctx, life context.Context, cfg *config.Config, logger
 		}
 		return nil, nil, fmt.Errorf("start control socket: %w", err)
 	}
+	logger.Info("running", "node", id.InstanceID, "socket", cfg.Control.Socket)
 	return a, srv, nil
 }
 
@@ -240,12 +261,13 @@ func newLogger(l config.Log, w io.Writer) (hclog.Logger, error) {
 	}), nil
 }
 
-// isTerminal reports whether w is a character device, such as a terminal.
+// isTerminal reports whether w is a terminal. A character device is not enough: /dev/null is
+// one too.
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	if !ok {
 		return false
 	}
-	fi, err := f.Stat()
-	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+	_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
+	return err == nil
 }
