@@ -4,7 +4,7 @@ BIN         := bin
 VERSION     := $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS     := -s -w -X main.version=$(VERSION)
 STATICCHECK := $(BIN)/staticcheck
-STATICCHECK_VERSION := 2026.2.2
+STATICCHECK_VERSION := v0.8.2
 
 .PHONY: all build deps demo test unit lint tidy-check bench bench-quick clean
 
