@@ -32,10 +32,11 @@ func (c *MembersCommand) Usage() string {
 	return `Usage: ` + progName + ` members [-json] [-socket PATH]
 
 Lists every agent the local agent knows, itself included (marked with *), with its
-gossip address, membership state (alive, suspect, dead, left), health, and one column per
-group giving its priority there, followed by "owner" when it holds the group and
-"yielded" when an operator has made it step back. "-" means the agent does not take
-part in that group.
+gossip address, membership state (alive, dead or left; "leaving" for the local agent
+while it shuts down), health as the agent last published it, and one column per group
+giving its priority there, followed by "owner" when it holds the group (as EC2 last
+reported) and "yielded" when an operator has made it step back. "-" means the agent
+does not take part in that group.
 
 Flags:
   -json          print the agent's answer as JSON

@@ -35,9 +35,10 @@ Shows, for each group the local agent manages: the owner the cluster agreed on
 ("desired owner"), the instance EC2 says holds the group ("EC2 owner"), whether this
 agent has yielded it, the Elastic IP (allocation, public address -> instance), every
 managed route (route table, destination -> target, state), when EC2 was last read, and
-the last takeover made by this agent with its timings: "detected" is the time from the
-triggering event to the decision, "confirmed" the time spent confirming the old owner
-is gone, and the others are measured from the start of the takeover.
+the last takeover made by this agent with its timings: "detected after" is the time
+from the triggering event (such as the owner going quiet) to the start of the takeover,
+"confirmed in" the time spent confirming the old owner is gone, and the EIP, route and
+verification times are measured from the start of the takeover.
 
 Flags:
   -json          print the agent's answer as JSON
