@@ -132,6 +132,20 @@ func TestWithMoto(t *testing.T) {
 		}
 	})
 
+	t.Run("RunRefusesALiveSocket", func(t *testing.T) {
+		busy := startAgent(t, newFake())
+		cfg := writeFile(t, "agent.hcl", motoConfig(world, moto.Endpoint, freePort(t), busy, rtb))
+		var logs syncBuffer
+		cmd := &RunCommand{stderr: &logs, signals: make(chan os.Signal), exit: func(int) { t.Error("exit called") }}
+		err := cmd.Run(context.Background(), []string{"-config", cfg})
+		if err == nil || !strings.Contains(err.Error(), "another agent is listening on "+busy) {
+			t.Errorf("run on a live socket: err = %v; log:\n%s", err, logs.String())
+		}
+		if _, err := control.NewClient(busy).Members(context.Background()); err != nil {
+			t.Errorf("the first agent's socket stopped answering: %v", err)
+		}
+	})
+
 	t.Run("RunTakeoverStop", func(t *testing.T) {
 		cfg := writeFile(t, "agent.hcl", motoConfig(world, moto.Endpoint, freePort(t), sock, rtb))
 		var logs syncBuffer

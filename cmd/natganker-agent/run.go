@@ -55,8 +55,8 @@ signal during that shutdown exits at once with status 1.
 Flags:
   -config FILE   configuration file (default ` + defaultConfig + `)
 
-Exit status: 0 stopped by a signal, 1 failure (bad configuration, metadata or EC2 not
-reachable, control socket in use, ...), 2 usage error.
+Exit status: 0 stopped by a signal, 1 failure (bad configuration, instance metadata
+service not reachable, gossip port or control socket in use, ...), 2 usage error.
 `
 }
 
