@@ -20,7 +20,11 @@ func (c *TakeoverCommand) Synopsis() string { return "make this instance own gro
 // Usage returns the help text.
 func (c *TakeoverCommand) Usage() string {
 	return actionUsage("takeover", `Moves the groups' Elastic IP and routes to this instance now, whatever the
-priorities say. The agent has 30s to answer.`)
+priorities say (the old script's "forcefail"), clears a yield on them, and waits until
+EC2 confirms. The agent has 30s to answer. An unhealthy agent refuses.
+
+With failback = "auto", a healthy peer of higher priority takes the groups back after
+its failback_delay: run "natganker-agent yield" on that peer to keep them here.`)
 }
 
 // flags binds the command's flags to its fields.
