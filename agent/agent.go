@@ -207,10 +207,14 @@ func (a *Agent) Start(ctx context.Context) error {
 			a.logger.Warn("datapath unhealthy at start: this node will not own groups", "reason", h.Reason)
 		}
 	}
-	if err := a.gossip.SetMeta(a.meta()); err != nil {
-		return err
+	err := a.gossip.SetMeta(a.meta())
+	if err == nil {
+		err = a.gossip.Start(a.ctx)
 	}
-	if err := a.gossip.Start(a.ctx); err != nil {
+	if err != nil {
+		// Nothing runs yet: leave the agent as if never started, so Close returns at once.
+		a.cancel()
+		a.cancel = nil
 		return err
 	}
 	a.logger.Info("started", "node", a.id.InstanceID, "gossip", a.gossip.LocalAddr(), "groups", a.groupNames(), "peers", a.cfg.Gossip.Peers)

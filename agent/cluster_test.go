@@ -413,3 +413,41 @@ func TestMain(m *testing.M) {
 	ec2test.SetTestCredentials()
 	os.Exit(m.Run())
 }
+
+// TestAgent_StartFailureThenClose: a failed Start (here: the gossip port is taken) leaves an
+// agent whose Close returns at once instead of waiting for a loop that never ran.
+func TestAgent_StartFailureThenClose(t *testing.T) {
+	l, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	port := l.LocalAddr().(*net.UDPAddr).Port
+	cfg, err := config.Parse("agent.hcl", []byte(fmt.Sprintf(`
+gossip {
+  bind = "127.0.0.1:%d"
+  insecure_plaintext = true
+}
+group "egress" {
+  priority = 1
+  elastic_ip = "eipalloc-1"
+}
+`, port)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(cfg, ec2.Identity{InstanceID: "i-1", LocalIPv4: "127.0.0.1"}, Deps{Cloud: &ec2.Client{}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(context.Background()); err == nil {
+		t.Fatal("Start on a taken port succeeded")
+	}
+	done := make(chan error, 1)
+	go func() { done <- a.Close() }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close hung after a failed Start")
+	}
+}

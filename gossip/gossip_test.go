@@ -137,6 +137,9 @@ func TestGossip_Membership(t *testing.T) {
 		cb := testConfig(t, "i-b", pb, addrA)
 		b := start(t, cb)
 		waitEvent(t, a, "a sees b", func(e Event) bool { return e.Member.Name == "i-b" && e.Kind == EventJoin })
+		// b must know a too: memberlist only waits for a metadata broadcast to go out when
+		// it knows a live peer to send it to.
+		waitEvent(t, b, "b sees a", func(e Event) bool { return e.Member.Name == "i-a" && e.Kind == EventJoin })
 		leaving := cb.Meta
 		leaving.Leaving = true
 		if err := b.PublishMeta(leaving, time.Second); err != nil {
