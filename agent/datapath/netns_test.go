@@ -10,7 +10,6 @@ func managedConfig() Config {
 	return Config{Manage: true, PublicInterface: labPublicIf, MasqueradeSource: labSource}
 }
 
-
 // wantTable is `nft list table ip natganker` after Ensure in the lab.
 const wantTable = `table ip natganker {
 	chain postrouting {
