@@ -226,7 +226,15 @@ func (l *Lab) Close() error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	err := RemoveAll(ctx)
+	var err error
+	// Only the run holding the lock may remove the namespaces: a lab that is still
+	// waiting for another run (a test that timed out in Up) must leave that run alone.
+	l.mu.Lock()
+	owned := l.lock != nil
+	l.mu.Unlock()
+	if owned {
+		err = RemoveAll(ctx)
+	}
 	l.mu.Lock()
 	for _, f := range l.files {
 		_ = f.Close()

@@ -43,3 +43,23 @@ func acquireLock(ctx context.Context, logf func(string, ...any)) (*os.File, erro
 		}
 	}
 }
+
+// LockHolder reports the process id recorded by a running lab, or "" when no lab holds
+// the lock.
+func LockHolder() string {
+	path := filepath.Join(stateDir, "lock")
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err == nil {
+		_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		return ""
+	}
+	b, _ := os.ReadFile(path)
+	if pid := strings.TrimSpace(string(b)); pid != "" {
+		return pid
+	}
+	return "unknown"
+}

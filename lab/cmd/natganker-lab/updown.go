@@ -67,8 +67,17 @@ func (c *upCmd) Run(ctx context.Context, args []string) error {
 // downCmd removes leftovers.
 type downCmd struct{}
 
-// Run removes every lab namespace, link and recorded process.
+// Run removes every lab namespace, link and recorded process, unless a lab run is still
+// going (then only with -force).
 func (c *downCmd) Run(ctx context.Context, args []string) error {
+	fs := flag.NewFlagSet("down", flag.ContinueOnError)
+	force := fs.Bool("force", false, "remove the lab even while a lab run holds the lock")
+	if err := fs.Parse(args); err != nil {
+		return usageError{err.Error()}
+	}
+	if pid := lab.LockHolder(); pid != "" && !*force {
+		return fmt.Errorf("a lab run (pid %s) is still going: stop it, or use down -force", pid)
+	}
 	return lab.RemoveAll(ctx)
 }
 
