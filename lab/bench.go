@@ -258,6 +258,12 @@ func (l *Lab) soak(ctx context.Context, tr *Traffic, mech Mechanism, loss int, d
 		}
 	}
 	s.Seconds = end.Sub(start).Seconds()
+	// A soak only counts when both NATs ran their failover process from start to end.
+	for _, h := range []string{Nat1, Nat2} {
+		if !l.NodeRunning(h) {
+			return s, fmt.Errorf("%s on %s is not running at the end of the soak", mech, h)
+		}
+	}
 	for _, c := range l.OwnerChanges() {
 		if c.At.After(start) && !c.At.After(end) && c.Owner != "" {
 			s.OwnerChanges++

@@ -131,6 +131,7 @@ func (l *Lab) startKeepalived(ctx context.Context, n *node) error {
 		<-p.done
 		pw.Close()
 		lf.Close()
+		l.noteExit(n, p)
 	}()
 	go l.parseKeepalivedLog(n.host, pr)
 	n.mu.Lock()

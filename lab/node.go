@@ -167,6 +167,7 @@ func (l *Lab) startAgent(ctx context.Context, n *node) error {
 		<-p.done
 		pw.Close()
 		lf.Close()
+		l.noteExit(n, p)
 	}()
 	go l.parseAgentLog(n.host, pr)
 	n.mu.Lock()
@@ -335,4 +336,28 @@ func (l *Lab) AgentCtl(ctx context.Context, host string, args ...string) (string
 	}
 	argv := append([]string{args[0], "-socket", l.AgentSocket(host)}, args[1:]...)
 	return run(ctx, l.opts.AgentBin, argv...)
+}
+
+// noteExit records on the timeline a failover process that ended without the lab ending
+// it: an agent that crashed or exited.
+func (l *Lab) noteExit(n *node, p *proc) {
+	n.mu.Lock()
+	current := n.p == p
+	n.mu.Unlock()
+	if current {
+		l.tl.Add(time.Now(), n.host, "[error] %s exited on its own: %v", p.name, p.err)
+	}
+}
+
+// NodeRunning reports whether the failover process on host is running.
+func (l *Lab) NodeRunning(host string) bool {
+	l.mu.Lock()
+	n := l.nodes[host]
+	l.mu.Unlock()
+	if n == nil {
+		return false
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.p != nil && !n.p.Exited()
 }

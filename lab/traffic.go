@@ -333,5 +333,9 @@ func (tr *Traffic) LongestGap(from, to time.Time) time.Duration {
 		}
 		prev = r.recv
 	}
+	// Silence up to the end of the window is a gap too.
+	if !prev.IsZero() && to.Sub(prev) > gap {
+		gap = to.Sub(prev)
+	}
 	return gap
 }
