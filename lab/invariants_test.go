@@ -137,14 +137,18 @@ func (p *pair) requireOwners(t *testing.T, want ...string) {
 	}
 }
 
-// holdOwner watches moto for d and fails the test as soon as the owner changes.
+// holdOwner watches moto for d and fails the test as soon as the owner changes (once the
+// move has finished, so that the failure shows where the group went).
 func (p *pair) holdOwner(ctx context.Context, t *testing.T, d time.Duration, why string) {
 	t.Helper()
 	n := len(p.OwnerChanges())
 	deadline := time.Now().Add(d)
 	for time.Now().Before(deadline) {
 		if ch := p.OwnerChanges(); len(ch) != n {
-			t.Fatalf("owner in EC2 changed %s: now %s\n(history: %s)", why, p.hostOr(ch[len(ch)-1].Owner), p.formatHistory())
+			for settle := time.Now().Add(3 * time.Second); p.Owner() == "" && time.Now().Before(settle); {
+				time.Sleep(20 * time.Millisecond)
+			}
+			t.Fatalf("owner in EC2 changed %s: now %s\n(history: %s)", why, p.hostOr(p.OwnerChanges()[len(p.OwnerChanges())-1].Owner), p.formatHistory())
 		}
 		select {
 		case <-ctx.Done():
@@ -534,4 +538,42 @@ func lossCounters(ctx context.Context, t *testing.T, host string) (got, dropped 
 		t.Fatalf("loss counters on %s: want 2, got:\n%s", host, out)
 	}
 	return counts[0], counts[1]
+}
+
+// knownFailuresEnv, when set, runs the invariant tests that fail because of a known agent
+// bug instead of skipping them.
+const knownFailuresEnv = "NATGANKER_LAB_KNOWN_FAILURES"
+
+// TestInvariant_PartitionRestartNoTakeBack checks invariant 5 across an agent restart: the
+// former owner, restarted while it still cannot see the peer that took over, must not take
+// the group back from that running peer either.
+func TestInvariant_PartitionRestartNoTakeBack(t *testing.T) {
+	if os.Getenv(knownFailuresEnv) == "" {
+		// The restarted agent has forgotten that it was displaced: it sees the owner as a
+		// running instance that is "not a member and does not answer" and, after its
+		// start-up grace, takes the group back. nat2 then stays put (it in turn was
+		// displaced by a peer it cannot see), so the group moves once more than it should.
+		t.Skipf("known agent bug: an agent restarted inside a partition takes the group back from the running peer it cannot see; set %s=1 to run", knownFailuresEnv)
+	}
+	requireLab(t)
+	agentBin := buildAgent(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	p := startPair(ctx, t, agentBin, 3*time.Second)
+
+	cut := time.Now()
+	partition(ctx, t, true)
+	if _, err := p.WaitOwner(ctx, lab.Nat2, 30*time.Second); err != nil {
+		t.Fatalf("across the partition: %v", err)
+	}
+	waitLogged(ctx, t, p.Lab, lab.Nat1, "partition suspected", cut, 2*reconcileInterval)
+
+	restarted := time.Now()
+	p.StopNode(lab.Nat1)
+	if err := p.StartNode(ctx, lab.Nat1, lab.Natganker); err != nil {
+		t.Fatalf("restart nat1's agent: %v", err)
+	}
+	waitLogged(ctx, t, p.Lab, lab.Nat1, "running", restarted, 10*time.Second)
+	p.holdOwner(ctx, t, 3*reconcileInterval, "after nat1's agent restarted inside the partition")
+	p.requireOwners(t, lab.Nat1, lab.Nat2)
 }
