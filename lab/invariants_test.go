@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/natganker/natganker/config"
 	"github.com/natganker/natganker/lab"
 )
 
@@ -24,7 +25,7 @@ import (
 // reconcileInterval is how often an agent re-reads EC2 with the lab's configuration, which
 // leaves ec2.reconcile_interval at its default. A displaced owner only learns that it was
 // displaced at its next reconcile, so windows in which nothing may change span at least two.
-const reconcileInterval = 10 * time.Second
+var reconcileInterval = config.Default().EC2.ReconcileInterval
 
 // pair is a running lab whose two agents are ready and agree that nat1 owns the group.
 type pair struct {
