@@ -493,12 +493,31 @@ func (a *Agent) drift(g *groupState) []string {
 			self := g.obs.Instances[a.id.InstanceID]
 			ok = r.State == ec2.RouteActive && r.ENIID != "" && r.ENIID == self.ENIID
 		}
+		if !ok && r.State == ec2.RouteActive && a.takingOver(g, r.InstanceID) {
+			// The peer is taking the group over (its claim moves the Elastic IP at the same
+			// time): not drift to fight.
+			ok = true
+		}
 		if !ok {
 			target := firstNonEmpty(r.InstanceID, r.ENIID, r.OtherTarget)
 			out = append(out, fmt.Sprintf("%s %s is %s%s", r.RouteTableID, r.Destination, r.State, orEmpty(" via ", target)))
 		}
 	}
 	return out
+}
+
+// takingOver reports whether peer, which a route of g points at, may be in the middle of
+// taking g: it is alive and either says it owns g or outranks this node there.
+func (a *Agent) takingOver(g *groupState, peer string) bool {
+	m, ok := a.members[peer]
+	if !ok || peer == "" || m.State != gossip.StateAlive {
+		return false
+	}
+	p := peerOf(m, g.cfg.Name)
+	if gm, ok := m.Meta.Groups[g.cfg.Name]; ok && gm.Owns {
+		return true
+	}
+	return p.Eligible() && (p.Priority > g.cfg.Priority || (p.Priority == g.cfg.Priority && p.Name < a.id.InstanceID))
 }
 
 func (a *Agent) isAlive(name string) bool {
@@ -626,6 +645,10 @@ func (a *Agent) confirm(g *groupState, now time.Time) {
 	if c.running || now.Sub(c.done) < reconfirmAfter {
 		return
 	}
+	if _, known := a.members[name]; known && c.dead && c.started.After(a.gossip.LastContact(name)) {
+		// Still silent since a burst that found it gone: that verdict stands.
+		return
+	}
 	addr := ""
 	if m, ok := a.members[name]; ok {
 		addr = m.Addr
@@ -683,12 +706,25 @@ func (a *Agent) claim(g *groupState, reason string, now time.Time) {
 		view.Confirmed = c.took
 	}
 	spec := a.spec(g)
+	// Taking over from another instance is urgent: act on the last read rather than read
+	// again first, when that read is recent. Repairs and retries read first.
+	var known *ec2.Observation
+	if from != a.id.InstanceID && g.obsErr == nil && g.failures == 0 && now.Sub(g.obs.ReadAt) < 2*a.cfg.EC2.ReconcileInterval {
+		obs := g.obs
+		known = &obs
+	}
 	a.wg.Add(1)
 	go func() {
 		defer a.wg.Done()
 		ctx, cancel := context.WithTimeout(a.ctx, 6*a.cfg.EC2.CallTimeout)
 		defer cancel()
-		rep, err := a.deps.Cloud.Claim(ctx, spec, a.self)
+		var rep ec2.Report
+		var err error
+		if known != nil {
+			rep, err = a.deps.Cloud.ClaimKnown(ctx, spec, a.self, *known)
+		} else {
+			rep, err = a.deps.Cloud.Claim(ctx, spec, a.self)
+		}
 		if err == nil {
 			err = rep.Err()
 		}

@@ -14,6 +14,9 @@ type Cloud interface {
 	Observe(ctx context.Context, g ec2.Group, self ec2.Self) (ec2.Observation, error)
 	// Claim points the group's Elastic IP and then its routes at self, and verifies.
 	Claim(ctx context.Context, g ec2.Group, self ec2.Self) (ec2.Report, error)
+	// ClaimKnown is Claim for an urgent takeover: it acts on known, a recent Observe,
+	// instead of reading first, and moves the Elastic IP and the routes at once.
+	ClaimKnown(ctx context.Context, g ec2.Group, self ec2.Self, known ec2.Observation) (ec2.Report, error)
 	// DisableSourceDestCheck lets the instance forward traffic that is not addressed to it.
 	DisableSourceDestCheck(ctx context.Context, instanceID string) error
 }

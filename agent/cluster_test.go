@@ -307,6 +307,22 @@ func TestCluster_TwoAgents(t *testing.T) {
 		}
 	})
 
+	t.Run("DriftRepaired", func(t *testing.T) {
+		// A route deleted by hand, and one pointed at the backup by hand (the backup is not
+		// taking over: it neither owns the group nor outranks the owner): the owner puts
+		// both back on its next read.
+		ctx := context.Background()
+		if _, err := c.api.DeleteRoute(ctx, &awsec2.DeleteRouteInput{RouteTableId: aws.String(c.world.RouteTableIDs[0]),
+			DestinationCidrBlock: aws.String("0.0.0.0/0")}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.api.ReplaceRoute(ctx, &awsec2.ReplaceRouteInput{RouteTableId: aws.String(c.world.RouteTableIDs[1]),
+			DestinationCidrBlock: aws.String("0.0.0.0/0"), InstanceId: aws.String(c.world.Instances[1].ID)}); err != nil {
+			t.Fatal(err)
+		}
+		c.waitOwner(0, 5*time.Second)
+	})
+
 	t.Run("OwnerKilled", func(t *testing.T) {
 		c.kill(0)
 		took := c.waitOwner(1, 10*time.Second)
