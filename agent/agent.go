@@ -192,8 +192,17 @@ func New(cfg *config.Config, id ec2.Identity, deps Deps, logger hclog.Logger) (*
 func (a *Agent) Start(ctx context.Context) error {
 	a.ctx, a.cancel = context.WithCancel(context.Background())
 	a.started = time.Now()
+	st, err := loadState(a.cfg.Control.StateFile, a.id.InstanceID)
+	if err != nil {
+		a.logger.Warn("ignoring the saved state", "error", err)
+	}
 	for _, g := range a.groups {
 		g.eligibleSince = a.started
+		if peer := st.Displaced[g.cfg.Name]; peer != "" {
+			g.displacedBy = peer
+			a.logger.Warn("before the restart a peer this node could not see took the group: not taking it back while that peer runs and stays unreachable",
+				"group", g.cfg.Name, "peer", peer)
+		}
 	}
 	if a.deps.Health != nil {
 		if r, ok := a.deps.Health.(Repairer); ok && a.cfg.Datapath.Manage {
@@ -207,7 +216,7 @@ func (a *Agent) Start(ctx context.Context) error {
 			a.logger.Warn("datapath unhealthy at start: this node will not own groups", "reason", h.Reason)
 		}
 	}
-	err := a.gossip.SetMeta(a.meta())
+	err = a.gossip.SetMeta(a.meta())
 	if err == nil {
 		err = a.gossip.Start(a.ctx)
 	}
@@ -399,7 +408,7 @@ func (a *Agent) onEvent(e gossip.Event) {
 		for _, g := range a.groups {
 			if g.displacedBy == m.Name {
 				a.logger.Info("can see the peer that took over again: failback rules apply", "group", g.cfg.Name, "peer", m.Name)
-				g.displacedBy = ""
+				a.setDisplaced(g, "")
 			}
 		}
 	}
@@ -458,7 +467,7 @@ func (a *Agent) onObserved(r observeResult) {
 		if g.observed {
 			a.logger.Info("owner changed in EC2", "group", g.cfg.Name, "from", orNone(g.owner), "to", orNone(owner))
 			if g.owner == a.id.InstanceID && owner != "" && owner != a.id.InstanceID && !a.isAlive(owner) {
-				g.displacedBy = owner
+				a.setDisplaced(g, owner)
 				a.logger.Warn("a peer this node cannot see took the group: partition suspected; not taking it back while that peer runs",
 					"group", g.cfg.Name, "peer", owner)
 			}
@@ -763,7 +772,7 @@ func (a *Agent) onClaimed(r claimResult) {
 		if g.owner != a.id.InstanceID {
 			g.owner, g.ownerAt = a.id.InstanceID, time.Now()
 		}
-		g.displacedBy = ""
+		a.setDisplaced(g, "")
 	}
 	if r.from != a.id.InstanceID || r.err != nil || r.report.EIP.Action == ec2.ActionAssociated {
 		g.last = &v

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -33,6 +34,7 @@ type cluster struct {
 	key   string
 	prios []int
 	delay time.Duration
+	dir   string
 	// plaintext runs the cluster without a gossip key.
 	plaintext bool
 	agents    []*Agent
@@ -47,9 +49,11 @@ func newCluster(t testing.TB, prios ...int) *cluster {
 	}
 	m := ec2test.StartMoto(t)
 	ctx := context.Background()
-	spec := ec2test.WorldSpec{VPCCIDR: "198.18.0.0/16", SubnetCIDR: "198.18.1.0/24", EIPOwner: 0}
+	// The VPC is laid out on loopback so that every address an agent may probe (a peer's
+	// private IP, as EC2 reports it) is one of this machine's own.
+	spec := ec2test.WorldSpec{VPCCIDR: "127.0.0.0/16", SubnetCIDR: "127.0.0.0/24", EIPOwner: 0}
 	for i := range prios {
-		spec.Instances = append(spec.Instances, ec2test.InstanceSpec{Name: fmt.Sprintf("nat%d", i+1), PrivateIP: fmt.Sprintf("198.18.1.%d", 11+i)})
+		spec.Instances = append(spec.Instances, ec2test.InstanceSpec{Name: fmt.Sprintf("nat%d", i+1), PrivateIP: fmt.Sprintf("127.0.0.%d", 11+i)})
 	}
 	spec.RouteTables = []ec2test.RouteTableSpec{
 		{Name: "private-a", DefaultTo: 0},
@@ -60,7 +64,14 @@ func newCluster(t testing.TB, prios ...int) *cluster {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &cluster{t: t, moto: m, world: w, api: ec2test.API(m.Endpoint, w.Region), prios: prios, delay: 2 * time.Second,
+	for i, in := range w.Instances {
+		// An agent probes a peer it never saw at the private IP EC2 reports: that must be
+		// the loopback address the peer's agent listens on, never an address elsewhere.
+		if want := fmt.Sprintf("127.0.0.%d", 11+i); in.PrivateIP != want {
+			t.Fatalf("moto gave nat%d the private IP %s, want %s", i+1, in.PrivateIP, want)
+		}
+	}
+	c := &cluster{t: t, moto: m, world: w, api: ec2test.API(m.Endpoint, w.Region), prios: prios, delay: 2 * time.Second, dir: t.TempDir(),
 		key: base64.StdEncoding.EncodeToString([]byte("natganker-test-key-32-bytes-long"))}
 	l, err := net.ListenPacket("udp", "127.0.0.1:0")
 	if err != nil {
@@ -111,8 +122,12 @@ ec2 {
   region = "%s"
   reconcile_interval = "1s"
 }
+control {
+  state_file = "%s"
+}
 `, c.addr(i), c.port, strings.Join(peers, ", "), c.keyLine(), c.prios[i], c.world.AllocationID,
-		c.world.RouteTableIDs[0], c.world.RouteTableIDs[1], c.delay, c.moto.Endpoint, c.world.Region)
+		c.world.RouteTableIDs[0], c.world.RouteTableIDs[1], c.delay, c.moto.Endpoint, c.world.Region,
+		filepath.Join(c.dir, fmt.Sprintf("state-%d.json", i)))
 	cfg, err := config.Parse("agent.hcl", []byte(hcl))
 	if err != nil {
 		c.t.Fatalf("config of agent %d: %v", i, err)

@@ -176,6 +176,10 @@ type EC2 struct {
 type Control struct {
 	// Socket is the path of the unix socket the CLI talks to.
 	Socket string
+	// StateFile keeps what must survive a restart of the agent: which peers took a group
+	// across a partition, so that a restarted agent does not take it back. "" keeps
+	// nothing.
+	StateFile string
 }
 
 // Log configures logging.
@@ -227,7 +231,7 @@ func Default() *Config {
 			CallTimeout:       5 * time.Second,
 			ReconcileInterval: 10 * time.Second,
 		},
-		Control: Control{Socket: "/run/natganker/agent.sock"},
+		Control: Control{Socket: "/run/natganker/agent.sock", StateFile: "/var/lib/natganker/state.json"},
 		Log:     Log{Level: "info", Format: "auto"},
 		Datapath: Datapath{
 			CheckInterval:      time.Second,

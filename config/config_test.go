@@ -382,6 +382,7 @@ func TestParse_BadValue(t *testing.T) {
 		{"EC2Reconcile", block("ec2", `reconcile_interval = "500ms"`), `agent.hcl:10,22-29: ec2.reconcile_interval: must be at least 1s (got 500ms)`},
 		{"ControlSocketEmpty", block("control", `socket = ""`), `agent.hcl:10,10-12: control.socket: must be a path`},
 		{"ControlSocketLong", block("control", `socket = "/`+strings.Repeat("s", 120)+`"`), `control.socket: must be at most 107 bytes long`},
+		{"ControlStateFileRelative", block("control", `state_file = "state.json"`), `control.state_file: must be an absolute path, or "" to keep no state (got "state.json")`},
 		{"LogLevel", block("log", `level = "verbose"`), `agent.hcl:10,9-18: log.level: must be one of "trace", "debug", "info", "warn", "error" (got "verbose")`},
 		{"LogFormat", block("log", `format = "xml"`), `log.format: must be one of "auto", "text", "json" (got "xml")`},
 		{"DatapathNoInterface", block("datapath", `manage = true`), `agent.hcl:9,1-9: datapath.public_interface: required when manage = true`},

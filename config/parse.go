@@ -104,7 +104,7 @@ var (
 	groupAttrs = []string{"priority", "elastic_ip", "route_tables", "route_table_tags", "discover_route_tables",
 		"destinations", "target", "failback", "failback_delay"}
 	ec2Attrs      = []string{"region", "endpoint", "max_concurrency", "call_timeout", "reconcile_interval"}
-	controlAttrs  = []string{"socket"}
+	controlAttrs  = []string{"socket", "state_file"}
 	logAttrs      = []string{"level", "format"}
 	datapathAttrs = []string{"manage", "public_interface", "masquerade_source", "check_interval",
 		"egress_probe", "egress_probe_timeout"}
@@ -487,6 +487,7 @@ func (d *decoder) decodeControl(block *hcl.Block) {
 		return
 	}
 	s.str("socket", &d.cfg.Control.Socket)
+	s.str("state_file", &d.cfg.Control.StateFile)
 }
 
 func (d *decoder) decodeLog(block *hcl.Block) {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -367,6 +368,9 @@ func (v *checker) control() {
 		v.fail(at("control", "socket"), `must be a path such as "/run/natganker/agent.sock" (got "")`)
 	case len(s) > maxSocketPath:
 		v.fail(at("control", "socket"), "must be at most %d bytes long, a limit of unix sockets (got %q)", maxSocketPath, s)
+	}
+	if f := v.c.Control.StateFile; f != "" && !filepath.IsAbs(f) {
+		v.fail(at("control", "state_file"), `must be an absolute path, or "" to keep no state (got %q)`, f)
 	}
 }
 

@@ -118,9 +118,13 @@ ec2 {
   reconcile_interval = "10s"  # how often EC2 is re-read and corrected, at least 1s
 }
 
-# control: the unix socket (mode 0600) the natganker CLI uses to talk to the agent.
+# control: the unix socket (mode 0600) the natganker CLI uses to talk to the agent, and the
+# file where the agent keeps what must survive its restarts: which peer took a group while
+# this agent could not see it (a partition), so that a restarted agent does not take the
+# group back across the partition. "" keeps nothing.
 control {
-  socket = "/run/natganker/agent.sock"
+  socket     = "/run/natganker/agent.sock"
+  state_file = "/var/lib/natganker/state.json"
 }
 
 # log: level is trace, debug, info, warn or error; format is auto (text on a terminal,

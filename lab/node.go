@@ -103,7 +103,8 @@ ec2 {
 }
 
 control {
-  socket = "%[11]s"
+  socket     = "%[11]s"
+  state_file = "%[12]s"
 }
 
 log {
@@ -116,7 +117,7 @@ datapath {
   public_interface = "pub0"
 }
 `, host, natIP(host), natIP(peer), l.gossipKey(), prio, l.world.AllocationID, strings.Join(tables, ", "),
-		failback, endpoint, Region, l.AgentSocket(host))
+		failback, endpoint, Region, l.AgentSocket(host), filepath.Join(l.opts.Dir, host+"-state.json"))
 }
 
 // StartNode starts the failover mechanism on a NAT host.

@@ -75,12 +75,13 @@ ec2 {
   endpoint = %q
 }
 control {
-  socket = %q
+  socket     = %q
+  state_file = %q
 }
 log {
   level = "debug"
 }
-`, w.Instances[0].ID, w.Region, port, port, w.AllocationID, routeTable, endpoint, socket)
+`, w.Instances[0].ID, w.Region, port, port, w.AllocationID, routeTable, endpoint, socket, filepath.Join(filepath.Dir(socket), "state.json"))
 }
 
 // TestWithMoto runs validate -remote and a whole agent against a moto server standing in for EC2.
