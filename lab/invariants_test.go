@@ -578,3 +578,60 @@ func TestInvariant_PartitionRestartNoTakeBack(t *testing.T) {
 	p.holdOwner(ctx, t, 3*reconcileInterval, "after nat1's agent restarted inside the partition")
 	p.requireOwners(t, lab.Nat1, lab.Nat2)
 }
+
+// TestInvariant_OneWayPartitionNoPingPong checks invariant 5 when only one direction is
+// cut: nat2 stops hearing nat1 and takes over, while nat1 still receives some of nat2's
+// gossip. nat1 must not take the group back from the running peer it cannot probe.
+//
+// nat1 learns of the takeover at its next EC2 read. The cut is timed so that this read
+// falls in the second after the takeover during which nat2's gossip (nat2 keeps talking to
+// the node it declared dead) makes nat1 believe nat2 alive again: at any other moment the
+// read shows a peer nat1 cannot see, and the partition rule holds.
+func TestInvariant_OneWayPartitionNoPingPong(t *testing.T) {
+	if os.Getenv(knownFailuresEnv) == "" {
+		// nat1 reads the takeover while it holds nat2 alive, so it does not record that it
+		// was displaced; when nat2 is declared dead again a moment later, direct probes
+		// fail (nat2 drops them) and nat1 claims "owner is dead (confirmed by direct
+		// probes)" about 2.7 s after the cut.
+		t.Skipf("known agent bug: a one-way partition makes the group move back and forth; set %s=1 to run", knownFailuresEnv)
+	}
+	requireLab(t)
+	agentBin := buildAgent(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	p := startPair(ctx, t, agentBin, 3*time.Second)
+
+	// nat1 reads EC2 every reconcileInterval from the moment it logged "started".
+	started := logged(t, p.Lab, lab.Nat1, "started", time.Time{})
+	if len(started) == 0 {
+		t.Fatal("nat1 logged no start")
+	}
+	tick := started[0].At
+	for time.Until(tick) < 3*time.Second {
+		tick = tick.Add(reconcileInterval)
+	}
+	// nat2 takes over about a second after the cut.
+	select {
+	case <-ctx.Done():
+		t.Fatal(ctx.Err())
+	case <-time.After(time.Until(tick.Add(-1500 * time.Millisecond))):
+	}
+	cut := time.Now()
+	script := fmt.Sprintf(`table inet %s {
+  chain in {
+    type filter hook input priority -300; policy accept;
+    ip saddr %s drop
+  }
+}
+`, partitionTable, lab.Nat1IP)
+	if err := nftScript(ctx, lab.Nat2, script); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.WaitOwner(ctx, lab.Nat2, 30*time.Second); err != nil {
+		t.Fatalf("after nat2 stopped hearing nat1: %v", err)
+	}
+	tk := p.waitTakeover(ctx, t, lab.Nat2, cut)
+	t.Logf("nat2 took over %.3fs after the cut: %s", tk.At.Sub(cut).Seconds(), tk.Reason)
+	p.holdOwner(ctx, t, 2*reconcileInterval, "while nat2 cannot hear nat1")
+	p.requireOwners(t, lab.Nat1, lab.Nat2)
+}
