@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	ec2types "github.com/aws/aws-sdk-go-v2/service/ec2/types"
 )
@@ -65,9 +66,7 @@ func newEC2(endpoint string) *ec2.Client {
 	return ec2.New(ec2.Options{
 		Region:       Region,
 		BaseEndpoint: aws.String(endpoint),
-		Credentials: aws.CredentialsProviderFunc(func(context.Context) (aws.Credentials, error) {
-			return aws.Credentials{AccessKeyID: "lab", SecretAccessKey: "lab", Source: "lab"}, nil
-		}),
+		Credentials:  credentials.NewStaticCredentialsProvider("lab", "lab", ""),
 	})
 }
 
