@@ -159,6 +159,33 @@ func (p *pair) holdOwner(ctx context.Context, t *testing.T, d time.Duration, why
 	}
 }
 
+// reconcileTick returns the first moment after after at which the agent on host re-reads
+// EC2: it does so every reconcileInterval from the moment it logged "started".
+func (p *pair) reconcileTick(t *testing.T, host string, after time.Time) time.Time {
+	t.Helper()
+	var started time.Time
+	for _, ln := range agentLog(t, p.Lab, host) {
+		if ln.Msg == "started" {
+			started = ln.At // the last start counts
+		}
+	}
+	if started.IsZero() {
+		t.Fatalf("%s logged no start", host)
+	}
+	n := after.Sub(started)/reconcileInterval + 1
+	return started.Add(n * reconcileInterval)
+}
+
+// waitUntil returns at the moment at.
+func (p *pair) waitUntil(ctx context.Context, t *testing.T, at time.Time) {
+	t.Helper()
+	select {
+	case <-ctx.Done():
+		t.Fatal(ctx.Err())
+	case <-time.After(time.Until(at)):
+	}
+}
+
 // takeoversBy returns the takeover lines host logged at or after since.
 func (p *pair) takeoversBy(host string, since time.Time) []lab.Takeover {
 	var out []lab.Takeover
@@ -316,6 +343,9 @@ func TestInvariant_PartitionNoPingPong(t *testing.T) {
 	const failbackDelay = 3 * time.Second
 	p := startPair(ctx, t, agentBin, failbackDelay)
 
+	// Cut just after one of nat1's EC2 reads, so that the next one comes long after the
+	// takeover: a read in the moments around it is TestInvariant_OneWayPartitionNoPingPong.
+	p.waitUntil(ctx, t, p.reconcileTick(t, lab.Nat1, time.Now()).Add(500*time.Millisecond))
 	cut := time.Now()
 	partition(ctx, t, true)
 	if _, err := p.WaitOwner(ctx, lab.Nat2, 30*time.Second); err != nil {
@@ -601,21 +631,8 @@ func TestInvariant_OneWayPartitionNoPingPong(t *testing.T) {
 	defer cancel()
 	p := startPair(ctx, t, agentBin, 3*time.Second)
 
-	// nat1 reads EC2 every reconcileInterval from the moment it logged "started".
-	started := logged(t, p.Lab, lab.Nat1, "started", time.Time{})
-	if len(started) == 0 {
-		t.Fatal("nat1 logged no start")
-	}
-	tick := started[0].At
-	for time.Until(tick) < 3*time.Second {
-		tick = tick.Add(reconcileInterval)
-	}
 	// nat2 takes over about a second after the cut.
-	select {
-	case <-ctx.Done():
-		t.Fatal(ctx.Err())
-	case <-time.After(time.Until(tick.Add(-1500 * time.Millisecond))):
-	}
+	p.waitUntil(ctx, t, p.reconcileTick(t, lab.Nat1, time.Now().Add(2*time.Second)).Add(-1500*time.Millisecond))
 	cut := time.Now()
 	script := fmt.Sprintf(`table inet %s {
   chain in {
