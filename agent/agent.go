@@ -64,15 +64,17 @@ type Agent struct {
 	checked   chan datapath.Health
 
 	// Everything below is owned by the run goroutine.
-	started       time.Time
-	members       map[string]gossip.Member
-	groups        []*groupState
-	healthy       bool
-	healthReason  string
-	goodChecks    int
-	checking      bool
-	leaving       bool
-	confirms      map[string]*confirmState
+	started      time.Time
+	members      map[string]gossip.Member
+	groups       []*groupState
+	healthy      bool
+	healthReason string
+	goodChecks   int
+	checking     bool
+	leaving      bool
+	confirms     map[string]*confirmState
+	// lastGone is when each peer last dropped out of this node's view (dead or left).
+	lastGone      map[string]time.Time
 	publishedMeta string
 
 	ctx       context.Context
@@ -93,7 +95,11 @@ type groupState struct {
 	owner     string
 	ownerAt   time.Time
 
-	displacedBy   string
+	displacedBy string
+	// ownsHeard is when each peer, alive, first announced it owns this group.
+	ownsHeard map[string]time.Time
+	// problems are the EC2 findings already logged.
+	problems      map[string]bool
 	yielded       bool
 	eligibleSince time.Time
 	force         bool
@@ -108,6 +114,7 @@ type groupState struct {
 }
 
 type confirmState struct {
+	warned  time.Time
 	running bool
 	started time.Time
 	done    time.Time
@@ -158,6 +165,7 @@ func New(cfg *config.Config, id ec2.Identity, deps Deps, logger hclog.Logger) (*
 		checked:   make(chan datapath.Health),
 		members:   make(map[string]gossip.Member),
 		confirms:  make(map[string]*confirmState),
+		lastGone:  make(map[string]time.Time),
 		healthy:   true,
 		runDone:   make(chan struct{}),
 	}
@@ -165,7 +173,7 @@ func New(cfg *config.Config, id ec2.Identity, deps Deps, logger hclog.Logger) (*
 		if g.Target == config.TargetENI {
 			a.self.TargetENI = true
 		}
-		a.groups = append(a.groups, &groupState{cfg: g})
+		a.groups = append(a.groups, &groupState{cfg: g, ownsHeard: make(map[string]time.Time), problems: make(map[string]bool)})
 	}
 	gc := cfg.Gossip
 	advertise := gc.AdvertiseAddr
@@ -386,6 +394,17 @@ func (a *Agent) onEvent(e gossip.Event) {
 	prev, known := a.members[e.Member.Name]
 	a.members[e.Member.Name] = e.Member
 	m := e.Member
+	if m.State != gossip.StateAlive {
+		a.lastGone[m.Name] = e.At
+	}
+	for _, g := range a.groups {
+		owns := m.State == gossip.StateAlive && m.Meta.Groups[g.cfg.Name].Owns
+		if _, heard := g.ownsHeard[m.Name]; owns && !heard {
+			g.ownsHeard[m.Name] = e.At
+		} else if !owns {
+			delete(g.ownsHeard, m.Name)
+		}
+	}
 	switch {
 	case !known || prev.State != m.State:
 		args := []any{"peer", m.Name, "address", m.Addr, "state", string(m.State)}
@@ -456,9 +475,14 @@ func (a *Agent) onObserved(r observeResult) {
 		a.logger.Info("EC2 readable again", "group", g.cfg.Name)
 	}
 	g.obsErr = nil
-	for _, p := range r.obs.Problems {
-		if !g.observed {
-			a.logger.Warn("EC2 configuration problem", "group", g.cfg.Name, "problem", p)
+	// Findings are worth a warning once peers have had time to join: before that, route
+	// tables that point at a peer not yet seen look unmanaged.
+	if time.Since(a.started) >= a.startupGrace() {
+		for _, p := range r.obs.Problems {
+			if !g.problems[p] {
+				g.problems[p] = true
+				a.logger.Warn("EC2 configuration problem", "group", g.cfg.Name, "problem", p)
+			}
 		}
 	}
 	owner := ownerOf(r.obs)
@@ -466,7 +490,7 @@ func (a *Agent) onObserved(r observeResult) {
 	if !g.observed || owner != g.owner {
 		if g.observed {
 			a.logger.Info("owner changed in EC2", "group", g.cfg.Name, "from", orNone(g.owner), "to", orNone(owner))
-			if g.owner == a.id.InstanceID && owner != "" && owner != a.id.InstanceID && !a.isAlive(owner) {
+			if g.owner == a.id.InstanceID && owner != "" && owner != a.id.InstanceID && a.tookUnseen(g, owner, now) {
 				a.setDisplaced(g, owner)
 				a.logger.Warn("a peer this node cannot see took the group: partition suspected; not taking it back while that peer runs",
 					"group", g.cfg.Name, "peer", owner)
@@ -475,6 +499,28 @@ func (a *Agent) onObserved(r observeResult) {
 		g.owner, g.ownerAt = owner, now
 	}
 	g.obs, g.observed, g.fresh = r.obs, true, true
+}
+
+// startupGrace is how long after start peers are given to join before this node acts on
+// an owner it has not seen.
+func (a *Agent) startupGrace() time.Duration { return 2 * a.cfg.Gossip.RejoinInterval }
+
+// tookUnseen reports whether peer took g from this node while this node could not see it:
+// peer is not an alive member now, or it dropped out of this node's view between the last
+// moment this node knew it owned g and the moment it heard that peer owns it (peer's own
+// announcement, or this read). A takeover this node watched happen (failback, yield, an
+// operator's takeover) is not one, even if peer dies right after it.
+func (a *Agent) tookUnseen(g *groupState, peer string, now time.Time) bool {
+	if !a.isAlive(peer) {
+		return true
+	}
+	since := latest(g.ownerAt, g.obs.ReadAt)
+	learned := now
+	if t, ok := g.ownsHeard[peer]; ok && t.After(since) && t.Before(now) {
+		learned = t
+	}
+	gone := a.lastGone[peer]
+	return !gone.IsZero() && !gone.Before(since) && !gone.After(learned)
 }
 
 // ownerOf names the instance holding the Elastic IP: the group's owner as EC2 tells it.
@@ -581,7 +627,7 @@ func (a *Agent) view(g *groupState, now time.Time) View {
 		ManualFailback: g.cfg.Failback == config.FailbackManual, FailbackDelay: g.cfg.FailbackDelay,
 		Observed: g.observed, Owner: g.owner, OwnerSince: g.ownerAt,
 		SelfEligibleSince: g.eligibleSince, DisplacedBy: g.displacedBy,
-		StartupGraceOver: now.Sub(a.started) >= 2*a.cfg.Gossip.RejoinInterval,
+		StartupGraceOver: now.Sub(a.started) >= a.startupGrace(),
 	}
 	for name, m := range a.members {
 		v.Peers[name] = peerOf(m, g.cfg.Name)
@@ -688,11 +734,16 @@ func (a *Agent) onConfirmed(r confirmResult) {
 	switch {
 	case r.err != nil:
 		a.logger.Error("could not probe peer", "peer", r.name, "error", r.err)
-	case r.alive && a.isAlive(r.name):
-		a.logger.Debug("owner was quiet but answers direct probes", "peer", r.name, "probe_ms", r.took.Milliseconds())
+	case a.isAlive(r.name):
+		// An early burst while memberlist still counts the owner alive: only a lead.
+		a.logger.Debug("owner quiet; direct probes", "peer", r.name, "answered", r.alive, "probe_ms", r.took.Milliseconds())
 	case r.alive:
-		a.logger.Warn("gossip reports the owner gone but it answers direct probes: not taking over",
-			"peer", r.name, "probe_ms", r.took.Milliseconds())
+		// Once per time gossip loses the owner, not once per burst.
+		if !c.warned.After(a.lastGone[r.name]) {
+			c.warned = c.done
+			a.logger.Warn("gossip reports the owner gone but it answers direct probes: not taking over",
+				"peer", r.name, "probe_ms", r.took.Milliseconds())
+		}
 	default:
 		a.logger.Info("owner confirmed unreachable by direct probes", "peer", r.name, "probe_ms", r.took.Milliseconds())
 	}
