@@ -571,21 +571,10 @@ func lossCounters(ctx context.Context, t *testing.T, host string) (got, dropped 
 	return counts[0], counts[1]
 }
 
-// knownFailuresEnv, when set, runs the invariant tests that fail because of a known agent
-// bug instead of skipping them.
-const knownFailuresEnv = "NATGANKER_LAB_KNOWN_FAILURES"
-
 // TestInvariant_PartitionRestartNoTakeBack checks invariant 5 across an agent restart: the
 // former owner, restarted while it still cannot see the peer that took over, must not take
 // the group back from that running peer either.
 func TestInvariant_PartitionRestartNoTakeBack(t *testing.T) {
-	if os.Getenv(knownFailuresEnv) == "" {
-		// The restarted agent has forgotten that it was displaced: it sees the owner as a
-		// running instance that is "not a member and does not answer" and, after its
-		// start-up grace, takes the group back. nat2 then stays put (it in turn was
-		// displaced by a peer it cannot see), so the group moves once more than it should.
-		t.Skipf("known agent bug: an agent restarted inside a partition takes the group back from the running peer it cannot see; set %s=1 to run", knownFailuresEnv)
-	}
 	requireLab(t)
 	agentBin := buildAgent(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -618,13 +607,6 @@ func TestInvariant_PartitionRestartNoTakeBack(t *testing.T) {
 // the node it declared dead) makes nat1 believe nat2 alive again: at any other moment the
 // read shows a peer nat1 cannot see, and the partition rule holds.
 func TestInvariant_OneWayPartitionNoPingPong(t *testing.T) {
-	if os.Getenv(knownFailuresEnv) == "" {
-		// nat1 reads the takeover while it holds nat2 alive, so it does not record that it
-		// was displaced; when nat2 is declared dead again a moment later, direct probes
-		// fail (nat2 drops them) and nat1 claims "owner is dead (confirmed by direct
-		// probes)" about 2.7 s after the cut.
-		t.Skipf("known agent bug: a one-way partition makes the group move back and forth; set %s=1 to run", knownFailuresEnv)
-	}
 	requireLab(t)
 	agentBin := buildAgent(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
