@@ -401,6 +401,11 @@ func (a *Agent) onEvent(e gossip.Event) {
 		owns := m.State == gossip.StateAlive && m.Meta.Groups[g.cfg.Name].Owns
 		if _, heard := g.ownsHeard[m.Name]; owns && !heard {
 			g.ownsHeard[m.Name] = e.At
+			// A peer says it took the group: read EC2 now rather than at the next
+			// reconcile, so that this node's idea of the owner is not stale for long.
+			if g.owner != m.Name {
+				a.observe(g)
+			}
 		} else if !owns {
 			delete(g.ownsHeard, m.Name)
 		}
