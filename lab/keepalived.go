@@ -118,27 +118,7 @@ func (l *Lab) startKeepalived(ctx context.Context, n *node) error {
 	killKeepalivedIn(ctx, n.host)
 	pid := func(s string) string { return filepath.Join(l.opts.Dir, "keepalived-"+n.host+"-"+s+".pid") }
 	cmd := nsCommand(NS(n.host), "keepalived", "-n", "-l", "-D", "-f", cfg, "-p", pid("main"), "-r", pid("vrrp"), "-c", pid("checkers"))
-	lf, err := os.OpenFile(filepath.Join(l.opts.Dir, "keepalived-"+n.host+".log"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
-	if err != nil {
-		return err
-	}
-	pr, pw := io.Pipe()
-	p, err := startProc("keepalived-"+n.host, cmd, io.MultiWriter(lf, pw), io.MultiWriter(lf, pw), false)
-	if err != nil {
-		return err
-	}
-	go func() {
-		<-p.done
-		pw.Close()
-		lf.Close()
-		l.noteExit(n, p)
-	}()
-	go l.parseKeepalivedLog(n.host, pr)
-	n.mu.Lock()
-	n.p = p
-	n.mu.Unlock()
-	l.tl.Add(time.Now(), n.host, "keepalived started (pid %d)", p.cmd.Process.Pid)
-	return nil
+	return l.startNodeProc(n, "keepalived", "keepalived", cmd, true, l.parseKeepalivedLog)
 }
 
 func (l *Lab) parseKeepalivedLog(host string, r io.Reader) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -155,13 +156,25 @@ func (l *Lab) startAgent(ctx context.Context, n *node) error {
 	_ = os.Remove(l.AgentSocket(n.host))
 	cmd := nsCommand(NS(n.host), l.opts.AgentBin, "run", "-config", cfg)
 	cmd.Env = append(os.Environ(), "AWS_ACCESS_KEY_ID=lab", "AWS_SECRET_ACCESS_KEY=lab")
-	lf, err := os.OpenFile(filepath.Join(l.opts.Dir, "agent-"+n.host+".log"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	// The agent logs to stderr; only that is parsed.
+	return l.startNodeProc(n, "agent", "natganker-agent", cmd, false, l.parseAgentLog)
+}
+
+// startNodeProc runs cmd as n's failover process, logging to kind-HOST.log in the lab
+// directory and feeding its stderr (and stdout too, when parseStdout is set) to parse.
+func (l *Lab) startNodeProc(n *node, kind, what string, cmd *exec.Cmd, parseStdout bool, parse func(host string, r io.Reader)) error {
+	lf, err := os.OpenFile(filepath.Join(l.opts.Dir, kind+"-"+n.host+".log"), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 	if err != nil {
-		return fmt.Errorf("open agent log: %w", err)
+		return fmt.Errorf("open %s log: %w", kind, err)
 	}
 	pr, pw := io.Pipe()
-	p, err := startProc("agent-"+n.host, cmd, lf, io.MultiWriter(lf, pw), false)
+	var stdout io.Writer = lf
+	if parseStdout {
+		stdout = io.MultiWriter(lf, pw)
+	}
+	p, err := startProc(kind+"-"+n.host, cmd, stdout, io.MultiWriter(lf, pw), false)
 	if err != nil {
+		lf.Close()
 		return err
 	}
 	go func() {
@@ -170,11 +183,11 @@ func (l *Lab) startAgent(ctx context.Context, n *node) error {
 		lf.Close()
 		l.noteExit(n, p)
 	}()
-	go l.parseAgentLog(n.host, pr)
+	go parse(n.host, pr)
 	n.mu.Lock()
 	n.p = p
 	n.mu.Unlock()
-	l.tl.Add(time.Now(), n.host, "natganker-agent started (pid %d)", p.cmd.Process.Pid)
+	l.tl.Add(time.Now(), n.host, "%s started (pid %d)", what, p.cmd.Process.Pid)
 	return nil
 }
 
