@@ -119,16 +119,7 @@ func StartIMDSProcess(ctx context.Context, host string, port int, v IMDSValues, 
 
 // Stop terminates the mock and waits for it to exit. It is idempotent.
 func (m *IMDS) Stop() {
-	m.stopOnce.Do(func() {
-		pgid := -m.cmd.Process.Pid
-		_ = syscall.Kill(pgid, syscall.SIGTERM)
-		select {
-		case <-m.done:
-		case <-time.After(5 * time.Second):
-			_ = syscall.Kill(pgid, syscall.SIGKILL)
-			<-m.done
-		}
-	})
+	m.stopOnce.Do(func() { stopGroup(m.cmd.Process.Pid, m.done) })
 }
 
 // IMDSConfig renders the mock's JSON config: the metadata values and the instance identity

@@ -152,14 +152,7 @@ func (m *Moto) waitReady(ctx context.Context) error {
 // Stop terminates the server and its process group and waits for it to exit. It is idempotent.
 func (m *Moto) Stop() error {
 	m.stopOnce.Do(func() {
-		pgid := -m.cmd.Process.Pid
-		_ = syscall.Kill(pgid, syscall.SIGTERM)
-		select {
-		case <-m.done:
-		case <-time.After(5 * time.Second):
-			_ = syscall.Kill(pgid, syscall.SIGKILL)
-			<-m.done
-		}
+		stopGroup(m.cmd.Process.Pid, m.done)
 		var exitErr *exec.ExitError
 		if m.waitErr != nil && !errors.As(m.waitErr, &exitErr) {
 			m.stopErr = fmt.Errorf("wait for moto: %w", m.waitErr)
@@ -233,5 +226,17 @@ func testEnv() map[string]string {
 		"AWS_CONFIG_FILE":             os.DevNull,
 		"AWS_SHARED_CREDENTIALS_FILE": os.DevNull,
 		"AWS_REGION":                  DefaultRegion,
+	}
+}
+
+// stopGroup ends the process group led by pid: SIGTERM, then SIGKILL if it has not exited
+// (done closed) within 5 s. It returns once done is closed.
+func stopGroup(pid int, done <-chan struct{}) {
+	_ = syscall.Kill(-pid, syscall.SIGTERM)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		_ = syscall.Kill(-pid, syscall.SIGKILL)
+		<-done
 	}
 }
