@@ -7,9 +7,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
 	"net"
 	"sort"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -66,6 +68,8 @@ type Member struct {
 	MetaErr string
 	// Since is when this node saw the member enter its current State.
 	Since time.Time
+	// Gone is when it last dropped out of this node's view (dead or left); zero if never.
+	Gone time.Time
 }
 
 // EventKind says what happened to a member.
@@ -115,6 +119,7 @@ type Gossip struct {
 	wake    chan struct{}
 
 	metaDirty chan struct{}
+	keys      *keyWatch
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -146,6 +151,7 @@ func New(cfg Config, logger hclog.Logger) (*Gossip, error) {
 		meta:      meta,
 		wake:      make(chan struct{}, 1),
 		metaDirty: make(chan struct{}, 1),
+		keys:      newKeyWatch(logger.Named("gossip")),
 	}, nil
 }
 
@@ -191,7 +197,8 @@ func (g *Gossip) Start(ctx context.Context) error {
 	mc.Conflict = (*conflictDelegate)(g)
 	mc.Ping = (*pingDelegate)(g)
 	mc.LogOutput = nil
-	mc.Logger = g.logger.Named("memberlist").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true})
+	mc.Logger = log.New(&memberlistLog{keys: g.keys,
+		next: g.logger.Named("memberlist").StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true})}, "", 0)
 
 	ml, err := memberlist.Create(mc)
 	if err != nil {
@@ -278,33 +285,74 @@ func (g *Gossip) PublishMeta(m Meta, timeout time.Duration) error {
 	return nil
 }
 
+// Probe is what a confirmation burst found out about a peer.
+type Probe struct {
+	// Answered: the peer acknowledged a ping sealed with this node's gossip key.
+	Answered bool
+	// Reachable: the peer's gossip port accepted a TCP connection. That needs no key, so a
+	// peer that is reachable but never answers is alive and most likely uses another key.
+	Reachable bool
+	// Took is how long the burst ran.
+	Took time.Duration
+}
+
+// Alive reports whether anything showed the peer is up.
+func (p Probe) Alive() bool { return p.Answered || p.Reachable }
+
+// KeyMismatch reports whether the peer is up but does not understand this node's gossip.
+func (p Probe) KeyMismatch() bool { return p.Reachable && !p.Answered }
+
 // Confirm probes a peer directly, independently of memberlist's own failure detector: it
-// sends ConfirmProbes pings spread over ConfirmTimeout and reports whether any was answered.
-// A peer memberlist declared dead because a few packets were lost answers here, while a
-// forged or replayed "dead" message cannot make a live peer stop answering.
-func (g *Gossip) Confirm(ctx context.Context, name, addr string) (alive bool, err error) {
+// sends ConfirmProbes pings spread over ConfirmTimeout and, at the same time, opens a TCP
+// connection to the peer's gossip port. A peer memberlist declared dead because a few packets
+// were lost answers here; a forged or replayed "dead" message cannot make a live peer stop
+// answering; and a peer whose gossip this node cannot decrypt (another key) still accepts the
+// connection, so its silence is not taken for death. Confirm returns as soon as the pings are
+// answered, or when the burst is over.
+func (g *Gossip) Confirm(ctx context.Context, name, addr string) (Probe, error) {
+	start := time.Now()
 	ua, err := net.ResolveUDPAddr("udp", addr)
 	if err != nil {
-		return false, fmt.Errorf("confirm %s: resolve %s: %w", name, addr, err)
+		return Probe{}, fmt.Errorf("confirm %s: resolve %s: %w", name, addr, err)
 	}
 	n := g.cfg.ConfirmProbes
 	spacing := time.Duration(0)
 	if n > 1 && g.cfg.ConfirmTimeout > g.cfg.ProbeTimeout {
 		spacing = (g.cfg.ConfirmTimeout - g.cfg.ProbeTimeout) / time.Duration(n-1)
 	}
-	answered := make(chan struct{}, n)
-	var wg sync.WaitGroup
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	answered := make(chan struct{}, n)
+	reachable := make(chan bool, 1)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		reachable <- g.dialGossip(ctx, ua.String())
+	}()
+	var p Probe
+	finish := func() (Probe, error) {
+		cancel()
+		wg.Wait()
+		p.Reachable = p.Reachable || <-reachable
+		select {
+		case <-answered:
+			p.Answered = true
+		default:
+		}
+		p.Took = time.Since(start)
+		return p, nil
+	}
 	for i := 0; i < n; i++ {
 		if i > 0 {
 			select {
 			case <-answered:
-				wg.Wait()
-				return true, nil
+				p.Answered = true
+				return finish()
 			case <-ctx.Done():
+				cancel()
 				wg.Wait()
-				return false, ctx.Err()
+				return Probe{}, ctx.Err()
 			case <-time.After(spacing):
 			}
 		}
@@ -316,14 +364,29 @@ func (g *Gossip) Confirm(ctx context.Context, name, addr string) (alive bool, er
 			}
 		}()
 	}
+	// Wait for the last ping's ack timeout; the dial may end the wait early only when it
+	// failed for good (refused), never because it succeeded: an answer still counts more.
 	wg.Wait()
-	select {
-	case <-answered:
-		return true, nil
-	default:
-		return false, nil
-	}
+	return finish()
 }
+
+// dialGossip reports whether addr accepts a TCP connection within the confirmation time.
+// The connection is closed at once, without a word: memberlist takes an empty stream quietly.
+func (g *Gossip) dialGossip(ctx context.Context, addr string) bool {
+	ctx, cancel := context.WithTimeout(ctx, max(g.cfg.ConfirmTimeout, g.cfg.ProbeTimeout))
+	defer cancel()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+// Unreadable lists the addresses that sent gossip this node could not decrypt within the last
+// minute: nodes with another gossip key (or none), which cannot be members.
+func (g *Gossip) Unreadable() []Unreadable { return g.keys.list() }
 
 // Leave tells the peers this node is going away, so they mark it left at once instead of
 // waiting for the failure detector.
@@ -420,6 +483,16 @@ func (g *Gossip) rejoin() {
 	}
 	n, err := g.ml.Join(missing)
 	if err != nil {
+		// memberlist joins one error line per peer that failed.
+		for _, line := range strings.Split(err.Error(), "\n") {
+			for _, p := range missing {
+				if strings.Contains(line, p) && isKeyError(line) {
+					g.keys.note(p, strings.TrimSpace(line))
+				}
+			}
+		}
+	}
+	if err != nil {
 		g.logger.Debug("peers not reachable yet", "peers", missing, "joined", n, "error", err)
 		return
 	}
@@ -497,6 +570,12 @@ func (g *Gossip) record(kind EventKind, n *memberlist.Node) {
 	}
 	if known && prev.State == m.State {
 		m.Since = prev.Since
+	}
+	if known {
+		m.Gone = prev.Gone
+	}
+	if m.State != StateAlive {
+		m.Gone = now
 	}
 	g.members[n.Name] = m
 	if m.State == StateAlive {

@@ -100,9 +100,9 @@ func TestGossip_Membership(t *testing.T) {
 		if e.Member.Meta.Reason != "masquerade rule missing" {
 			t.Fatalf("reason = %q", e.Member.Meta.Reason)
 		}
-		alive, err := a.Confirm(context.Background(), "i-b", addrB)
-		if err != nil || !alive {
-			t.Fatalf("confirm live peer = %v, %v; want alive", alive, err)
+		p, err := a.Confirm(context.Background(), "i-b", addrB)
+		if err != nil || !p.Answered || !p.Alive() {
+			t.Fatalf("confirm live peer = %+v, %v; want answered", p, err)
 		}
 
 		// Killed without leaving: a sees it dead, and confirmation agrees.
@@ -111,9 +111,9 @@ func TestGossip_Membership(t *testing.T) {
 		if e.Member.State != StateDead {
 			t.Fatalf("state after kill = %s, want dead", e.Member.State)
 		}
-		alive, err = a.Confirm(context.Background(), "i-b", addrB)
-		if err != nil || alive {
-			t.Fatalf("confirm killed peer = %v, %v; want not alive", alive, err)
+		p, err = a.Confirm(context.Background(), "i-b", addrB)
+		if err != nil || p.Alive() {
+			t.Fatalf("confirm killed peer = %+v, %v; want not alive", p, err)
 		}
 		var found bool
 		for _, m := range a.Members() {
@@ -185,7 +185,29 @@ func TestGossip_Membership(t *testing.T) {
 				t.Fatal("a accepted a node with the wrong key")
 			}
 		}
+		// Each side names the other as unreadable, rather than taking its silence for death.
+		waitUnreadable(t, a, "127.0.0.1")
+		waitUnreadable(t, b, "127.0.0.1")
+		// b's encrypted pings go unanswered, but a's gossip port accepts: alive, other key.
+		p, err := b.Confirm(context.Background(), "i-a", addrA)
+		if err != nil || p.Answered || !p.Reachable || !p.KeyMismatch() || !p.Alive() {
+			t.Fatalf("confirm across keys = %+v, %v; want reachable, not answered", p, err)
+		}
 	})
+}
+
+func waitUnreadable(t *testing.T, g *Gossip, addr string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		for _, u := range g.Unreadable() {
+			if u.Addr == addr {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never listed %s as unreadable: %+v", g.cfg.Name, addr, g.Unreadable())
+		}
+	}
 }
 
 // TestGossip_ConfirmUnknownAddress checks that nothing answering means not alive, and that a
@@ -194,9 +216,9 @@ func TestGossip_ConfirmUnknownAddress(t *testing.T) {
 	pa := freePort(t)
 	a := start(t, testConfig(t, "i-a", pa))
 	closed := freePort(t)
-	alive, err := a.Confirm(context.Background(), "i-x", fmt.Sprintf("127.0.0.1:%d", closed))
-	if err != nil || alive {
-		t.Fatalf("confirm of nothing = %v, %v", alive, err)
+	p, err := a.Confirm(context.Background(), "i-x", fmt.Sprintf("127.0.0.1:%d", closed))
+	if err != nil || p.Alive() {
+		t.Fatalf("confirm of nothing = %+v, %v", p, err)
 	}
 	if _, err := a.Confirm(context.Background(), "i-x", "not an address"); err == nil || !strings.Contains(err.Error(), "resolve") {
 		t.Fatalf("bad address error = %v", err)
