@@ -23,6 +23,13 @@ group "egress" {
 }
 `
 
+// withTables adds route_tables to the first group of src, which starts like minimal: a
+// file with several groups needs them, discovery being off by default.
+func withTables(src string, rtbs ...string) string {
+	return strings.Replace(src, "priority   = 100", `priority   = 100
+  route_tables = ["`+strings.Join(rtbs, `", "`)+`"]`, 1)
+}
+
 // key32 is a syntactically valid 32-byte key for tests.
 var key32 = base64.StdEncoding.EncodeToString([]byte("0123456789abcdef0123456789abcdef"))
 
@@ -256,27 +263,27 @@ func TestParse_Unknown(t *testing.T) {
 		{
 			name: "Attribute",
 			src:  "gossip {\n  insecure_plaintext = true\n  probe_intervall = \"1s\"\n}\n" + minimal[strings.Index(minimal, "group"):],
-			want: `agent.hcl:3,3-18: Unsupported argument; An argument named "probe_intervall" is not expected here. Did you mean "probe_interval"?`,
+			want: `agent.hcl:3,3-18: gossip: unknown attribute "probe_intervall" (did you mean "probe_interval"?)`,
 		},
 		{
 			name: "TopLevelAttribute",
 			src:  minimal + "\nverbose = true\n",
-			want: `agent.hcl:10,1-8: Unsupported argument; An argument named "verbose" is not expected here.`,
+			want: `agent.hcl:10,1-8: unknown attribute "verbose" (no attributes are expected here)`,
 		},
 		{
 			name: "Block",
 			src:  minimal + "\nmetrics {\n  port = 9100\n}\n",
-			want: `agent.hcl:10,1-8: Unsupported block type; Blocks of type "metrics" are not expected here.`,
+			want: `agent.hcl:10,1-8: unknown block "metrics" (expected one of "node", "gossip", "group", "ec2", "control", "log", "datapath")`,
 		},
 		{
 			name: "AttributeInGroup",
 			src:  strings.Replace(minimal, `priority   = 100`, "priority = 100\n  weight = 3", 1),
-			want: `agent.hcl:7,3-9: Unsupported argument; An argument named "weight" is not expected here.`,
+			want: `agent.hcl:7,3-9: group "egress": unknown attribute "weight" (expected one of "destinations", "discover_route_tables",`,
 		},
 		{
 			name: "BlockInGroup",
 			src:  strings.Replace(minimal, `priority   = 100`, "priority = 100\n  route {\n  }", 1),
-			want: `agent.hcl:7,3-8: Unsupported block type; Blocks of type "route" are not expected here.`,
+			want: `agent.hcl:7,3-8: group "egress": unknown block "route" (no blocks are expected here)`,
 		},
 		{
 			name: "DuplicateBlock",
@@ -365,7 +372,7 @@ func TestParse_BadValue(t *testing.T) {
 		{"ConfirmProbesZero", gossip(`  confirm_probes = 0`), `agent.hcl:3,20-21: gossip.confirm_probes: must be between 1 and 20 (got 0)`},
 		{"ConfirmProbesTooMany", gossip(`  confirm_probes = 21`), `gossip.confirm_probes: must be between 1 and 20 (got 21)`},
 		{"ConfirmTimeout", gossip(`  confirm_timeout = "0s"`), `gossip.confirm_timeout: must be at least 10ms (got 0s)`},
-		{"VariableNotAllowed", gossip(`  profile = var.profile`), `agent.hcl:3,13-16: Variables not allowed;`},
+		{"VariableNotAllowed", gossip(`  profile = var.profile`), `agent.hcl:3,13-16: gossip.profile: Variables not allowed;`},
 
 		// other blocks: the attribute is on line 10.
 		{"NodeInstanceID", block("node", `instance_id = "inst-1"`), `agent.hcl:10,15-23: node.instance_id: must look like i-0123456789abcdef0 (got "inst-1")`},
@@ -404,8 +411,8 @@ func TestParse_BadValue(t *testing.T) {
 
 func TestParse_Groups(t *testing.T) {
 	t.Run("DuplicateName", func(t *testing.T) {
-		lines := parseErr(t, minimal+"group \"egress\" {\n  priority = 50\n  elastic_ip = \"eipalloc-0456\"\n}\n")
-		want := `agent.hcl:9,1-15: group "egress": duplicate group name: group 1 and group 2 are both named "egress"`
+		lines := parseErr(t, withTables(minimal, "rtb-01")+"group \"egress\" {\n  priority = 50\n  elastic_ip = \"eipalloc-0456\"\n  route_tables = [\"rtb-02\"]\n}\n")
+		want := `agent.hcl:10,1-15: group "egress": duplicate group name: group 1 and group 2 are both named "egress"`
 		if len(lines) != 1 || lines[0] != want {
 			t.Errorf("error lines %q, want exactly %q", lines, want)
 		}
@@ -439,7 +446,8 @@ func TestParse_Groups(t *testing.T) {
 		}
 	})
 	t.Run("OrderAndLookup", func(t *testing.T) {
-		src := minimal + "group \"b\" {\n  priority = 1\n  elastic_ip = \"eipalloc-02\"\n}\ngroup \"a\" {\n  priority = 2\n  elastic_ip = \"eipalloc-03\"\n}\n"
+		src := withTables(minimal, "rtb-01") + "group \"b\" {\n  priority = 1\n  elastic_ip = \"eipalloc-02\"\n  route_tables = [\"rtb-02\"]\n}\n" +
+			"group \"a\" {\n  priority = 2\n  elastic_ip = \"eipalloc-03\"\n  route_tables = [\"rtb-03\"]\n}\n"
 		c := mustParse(t, src)
 		var names []string
 		for _, g := range c.Groups {
@@ -593,7 +601,7 @@ func TestParse_JSON(t *testing.T) {
 		t.Errorf("group %+v, probe interval %s", g, c.Gossip.ProbeInterval)
 	}
 	_, err = Parse("agent.json", []byte(`{"gossip": {"insecure_plaintext": true, "colour": "blue"}}`))
-	if err == nil || !strings.Contains(err.Error(), `agent.json:1,41-49: Extraneous JSON object property; No argument or block type is named "colour".`) {
+	if err == nil || !strings.Contains(err.Error(), `agent.json:1,41-49: gossip: unknown attribute "colour" (expected one of`) {
 		t.Errorf("err = %v", err)
 	}
 }

@@ -1,8 +1,8 @@
 package config
 
 import (
-	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"net/url"
@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/hashicorp/hcl/v2"
 )
 
 var (
@@ -28,8 +30,9 @@ var (
 const maxSocketPath = 107
 
 // Validate checks every setting and returns all problems at once, joined with
-// errors.Join, one line each. Each line names the setting and the bad value, and starts
-// with the file position when the Config came from Parse or Load.
+// errors.Join, one line each, in file order. Each line names the setting and the bad value,
+// and starts with the file position when the Config came from Parse or Load. After 20
+// lines one more says how many problems were left out.
 func (c *Config) Validate() error {
 	v := &checker{c: c}
 	v.node()
@@ -39,7 +42,7 @@ func (c *Config) Validate() error {
 	v.control()
 	v.log()
 	v.datapath()
-	return errors.Join(v.errs...)
+	return v.problems.err()
 }
 
 // field names one setting: key finds its position in Config.ranges, path is shown to users.
@@ -57,18 +60,17 @@ func groupField(i int, g *Group, attr string) field {
 }
 
 type checker struct {
-	c    *Config
-	errs []error
+	c        *Config
+	problems problems
 }
 
 // fail records a problem. The position is the setting's when it was written, else the
 // enclosing block's.
 func (v *checker) fail(f field, format string, args ...any) {
-	msg := f.path + ": " + fmt.Sprintf(format, args...)
-	key := f.key
-	for {
+	var subject *hcl.Range
+	for key := f.key; ; {
 		if r, ok := v.c.ranges[key]; ok {
-			msg = r.String() + ": " + msg
+			subject = &r
 			break
 		}
 		i := strings.LastIndexByte(key, '.')
@@ -77,7 +79,7 @@ func (v *checker) fail(f field, format string, args ...any) {
 		}
 		key = key[:i]
 	}
-	v.errs = append(v.errs, errors.New(msg))
+	v.problems.add(subject, "%s: %s", f.path, fmt.Sprintf(format, args...))
 }
 
 func (v *checker) atLeast(f field, d, lo time.Duration) {
@@ -109,16 +111,19 @@ func (v *checker) ipv4(f field, s string) {
 	}
 }
 
-// ipv4Prefix checks an IPv4 CIDR written as its network address, as EC2 requires.
-func (v *checker) ipv4Prefix(f field, s string) {
+// ipv4Prefix checks an IPv4 CIDR written as its network address, as EC2 requires, and
+// reports whether it is one.
+func (v *checker) ipv4Prefix(f field, s string) bool {
 	p, err := netip.ParsePrefix(s)
 	if err != nil || !p.Addr().Is4() {
 		v.fail(f, "must be an IPv4 CIDR such as 10.0.0.0/16 (got %q)", s)
-		return
+		return false
 	}
 	if p.Masked() != p {
 		v.fail(f, "must be a network address: host bits are set (got %q, did you mean %q?)", s, p.Masked().String())
+		return false
 	}
+	return true
 }
 
 func (v *checker) httpURL(f field, s string) {
@@ -241,96 +246,243 @@ func validPeer(p string) bool {
 	return true
 }
 
+// maxGroups bounds the groups of one agent, each with an Elastic IP of its own. The rules
+// between groups compare every pair of them.
+const maxGroups = 64
+
 func (v *checker) groups() {
 	c := v.c
 	if len(c.Groups) == 0 {
-		v.errs = append(v.errs, errors.New(`group: at least one group block is required, e.g. group "egress" { priority = 100  elastic_ip = "eipalloc-…" }`))
+		v.problems.add(nil, `group: at least one group block is required, e.g. group "egress" { priority = 100  elastic_ip = "eipalloc-…" }`)
 		return
 	}
-	names := make(map[string]int)
-	eips := make(map[string]int)
-	// claims maps an explicit route table and destination to the group that manages it.
-	claims := make(map[[2]string]int)
+	gs := groupChecks{names: make(map[string]int), eips: make(map[string]int)}
 	for i := range c.Groups {
-		g := &c.Groups[i]
-		f := func(attr string) field { return groupField(i, g, attr) }
+		v.group(i, &gs)
+	}
+	if len(c.Groups) > maxGroups {
+		v.fail(field{key: fmt.Sprintf("group[%d]", maxGroups), path: fmt.Sprintf("group %q", c.Groups[maxGroups].Name)},
+			"too many groups: at most %d may be configured (got %d)", maxGroups, len(c.Groups))
+		return
+	}
+	v.sharedRouteTables(&gs)
+	v.sharedTags(&gs)
+	v.sharedDiscovery()
+}
 
-		if !groupNameRe.MatchString(g.Name) {
-			v.fail(f("name"), "must match %s (got %q)", groupNameRe, g.Name)
-		} else if j, dup := names[g.Name]; dup {
-			v.fail(field{key: fmt.Sprintf("group[%d]", i), path: fmt.Sprintf("group %q", g.Name)},
-				"duplicate group name: group %d and group %d are both named %q", j+1, i+1, g.Name)
+// groupChecks carries what the checks of one group learn for the checks between groups.
+type groupChecks struct {
+	names map[string]int // group name → first group of that name
+	eips  map[string]int // Elastic IP → first group using it
+	// rtbs and dests are each group's well-formed route tables and destinations, without
+	// repeats, in the order written; destSets holds the same destinations.
+	rtbs, dests [][]string
+	destSets    []map[string]bool
+	// common caches commonDestination by pair of groups.
+	common map[[2]int]string
+}
+
+// group checks the settings of group i on their own.
+func (v *checker) group(i int, gs *groupChecks) {
+	c := v.c
+	g := &c.Groups[i]
+	f := func(attr string) field { return groupField(i, g, attr) }
+
+	if !groupNameRe.MatchString(g.Name) {
+		v.fail(f("name"), "must match %s (got %q)", groupNameRe, g.Name)
+	} else if j, dup := gs.names[g.Name]; dup {
+		v.fail(field{key: fmt.Sprintf("group[%d]", i), path: fmt.Sprintf("group %q", g.Name)},
+			"duplicate group name: group %d and group %d are both named %q", j+1, i+1, g.Name)
+	} else {
+		gs.names[g.Name] = i
+	}
+
+	if _, written := c.ranges[f("priority").key]; g.Priority == 0 && !written {
+		v.fail(f("priority"), "required: set a priority between 1 and 1000, higher wins")
+	} else {
+		v.between(f("priority"), g.Priority, 1, 1000)
+	}
+
+	switch {
+	case g.ElasticIP == "":
+		v.fail(f("elastic_ip"), `required: set an allocation id ("eipalloc-…") or a public IPv4 address`)
+	case !validElasticIP(g.ElasticIP):
+		v.fail(f("elastic_ip"), "must be an allocation id (eipalloc-…) or a public IPv4 address (got %q)", g.ElasticIP)
+	default:
+		if j, dup := gs.eips[g.ElasticIP]; dup {
+			v.fail(f("elastic_ip"), "already used by group %q (got %q)", c.Groups[j].Name, g.ElasticIP)
 		} else {
-			names[g.Name] = i
+			gs.eips[g.ElasticIP] = i
 		}
+	}
 
-		if _, written := c.ranges[f("priority").key]; g.Priority == 0 && !written {
-			v.fail(f("priority"), "required: set a priority between 1 and 1000, higher wins")
-		} else {
-			v.between(f("priority"), g.Priority, 1, 1000)
-		}
-
+	var rtbs []string
+	seen := make(map[string]bool)
+	for _, rtb := range g.RouteTables {
 		switch {
-		case g.ElasticIP == "":
-			v.fail(f("elastic_ip"), `required: set an allocation id ("eipalloc-…") or a public IPv4 address`)
-		case !validElasticIP(g.ElasticIP):
-			v.fail(f("elastic_ip"), "must be an allocation id (eipalloc-…) or a public IPv4 address (got %q)", g.ElasticIP)
+		case !routeTableRe.MatchString(rtb):
+			v.fail(f("route_tables"), "must look like rtb-0123456789abcdef0 (got %q)", rtb)
+		case seen[rtb]:
+			v.fail(f("route_tables"), "listed twice (got %q)", rtb)
 		default:
-			if j, dup := eips[g.ElasticIP]; dup {
-				v.fail(f("elastic_ip"), "already used by group %q (got %q)", c.Groups[j].Name, g.ElasticIP)
-			} else {
-				eips[g.ElasticIP] = i
-			}
+			rtbs = append(rtbs, rtb)
 		}
-
-		rtbs := make(map[string]bool)
-		for _, rtb := range g.RouteTables {
-			switch {
-			case !routeTableRe.MatchString(rtb):
-				v.fail(f("route_tables"), "must look like rtb-0123456789abcdef0 (got %q)", rtb)
-			case rtbs[rtb]:
-				v.fail(f("route_tables"), "listed twice (got %q)", rtb)
-			}
-			rtbs[rtb] = true
+		seen[rtb] = true
+	}
+	gs.rtbs = append(gs.rtbs, rtbs)
+	for _, k := range slices.Sorted(maps.Keys(g.RouteTableTags)) {
+		if k == "" || len(k) > 128 {
+			v.fail(f("route_table_tags"), "tag keys must be 1 to 128 characters (got %q)", k)
 		}
-		for k := range g.RouteTableTags {
-			if k == "" || len(k) > 128 {
-				v.fail(f("route_table_tags"), "tag keys must be 1 to 128 characters (got %q)", k)
-			}
-		}
-		if len(g.RouteTables) == 0 && len(g.RouteTableTags) == 0 && !g.DiscoverRouteTables {
+	}
+	if len(g.RouteTables) == 0 && len(g.RouteTableTags) == 0 && !g.DiscoverRouteTables {
+		if _, written := c.ranges[f("discover_route_tables").key]; len(c.Groups) > 1 && !written {
+			v.fail(f("route_tables"),
+				"no route table would be managed: set route_tables or route_table_tags (with several groups, discover_route_tables is false unless set)")
+		} else {
 			v.fail(f("discover_route_tables"),
 				"no route table would be managed: set route_tables, route_table_tags or discover_route_tables = true (got false)")
 		}
+	}
 
-		if len(g.Destinations) == 0 {
-			v.fail(f("destinations"), `must list at least one CIDR, e.g. ["0.0.0.0/0"] (got [])`)
+	if len(g.Destinations) == 0 {
+		v.fail(f("destinations"), `must list at least one CIDR, e.g. ["0.0.0.0/0"] (got [])`)
+	}
+	var dests []string
+	destSet := make(map[string]bool)
+	for _, d := range g.Destinations {
+		if !v.ipv4Prefix(f("destinations"), d) {
+			continue
 		}
-		dests := make(map[string]bool)
-		for _, d := range g.Destinations {
-			before := len(v.errs)
-			v.ipv4Prefix(f("destinations"), d)
-			if len(v.errs) > before {
-				continue
-			}
-			if dests[d] {
-				v.fail(f("destinations"), "listed twice (got %q)", d)
-				continue
-			}
-			dests[d] = true
-			for rtb := range rtbs {
-				k := [2]string{rtb, d}
-				if j, taken := claims[k]; taken && j != i {
-					v.fail(f("route_tables"), "route %s in %s is already managed by group %q (got %q)", d, rtb, c.Groups[j].Name, rtb)
-					continue
+		if destSet[d] {
+			v.fail(f("destinations"), "listed twice (got %q)", d)
+			continue
+		}
+		destSet[d] = true
+		dests = append(dests, d)
+	}
+	gs.dests = append(gs.dests, dests)
+	gs.destSets = append(gs.destSets, destSet)
+
+	v.oneOf(f("target"), g.Target, TargetInstance, TargetENI)
+	v.oneOf(f("failback"), g.Failback, FailbackAuto, FailbackManual)
+	v.atLeast(f("failback_delay"), g.FailbackDelay, time.Second)
+}
+
+// commonDestination returns the first destination of group i that group j routes too, or
+// "" when they route none in common. Two groups may share a route table only for
+// different destinations: both would otherwise point the same route at their own owner,
+// back and forth.
+func (gs *groupChecks) commonDestination(i, j int) string {
+	if gs.common == nil {
+		gs.common = make(map[[2]int]string)
+	}
+	if d, ok := gs.common[[2]int{i, j}]; ok {
+		return d
+	}
+	d := ""
+	for _, dest := range gs.dests[i] {
+		if gs.destSets[j][dest] {
+			d = dest
+			break
+		}
+	}
+	gs.common[[2]int{i, j}] = d
+	return d
+}
+
+// sharedRouteTables reports a route table that two groups list for the same destination.
+func (v *checker) sharedRouteTables(gs *groupChecks) {
+	owners := make(map[string][]int) // route table → the groups listing it
+	for i, rtbs := range gs.rtbs {
+		g := &v.c.Groups[i]
+		for _, rtb := range rtbs {
+			for _, j := range owners[rtb] {
+				if d := gs.commonDestination(i, j); d != "" {
+					v.fail(groupField(i, g, "route_tables"), "route %s in %s is already managed by group %q (got %q)",
+						d, rtb, v.c.Groups[j].Name, rtb)
+					break
 				}
-				claims[k] = i
 			}
+			owners[rtb] = append(owners[rtb], i)
 		}
+	}
+}
 
-		v.oneOf(f("target"), g.Target, TargetInstance, TargetENI)
-		v.oneOf(f("failback"), g.Failback, FailbackAuto, FailbackManual)
-		v.atLeast(f("failback_delay"), g.FailbackDelay, time.Second)
+// sharedTags reports two groups that select the same route tables by tag for the same
+// destination: when one group's tags include all of the other's, every table the first
+// selects, the second selects too.
+func (v *checker) sharedTags(gs *groupChecks) {
+	c := v.c
+	for i := range c.Groups {
+		g := &c.Groups[i]
+		if len(g.RouteTableTags) == 0 {
+			continue
+		}
+		for j := range i {
+			other := c.Groups[j].RouteTableTags
+			if len(other) == 0 {
+				continue
+			}
+			d := gs.commonDestination(i, j)
+			if d == "" {
+				continue
+			}
+			var how string
+			switch {
+			case maps.Equal(g.RouteTableTags, other):
+				how = fmt.Sprintf("same tags as group %q", c.Groups[j].Name)
+			case hasAllTags(g.RouteTableTags, other):
+				how = fmt.Sprintf("every route table with these tags also has the tags of group %q %s", c.Groups[j].Name, formatTags(other))
+			case hasAllTags(other, g.RouteTableTags):
+				how = fmt.Sprintf("every route table with the tags of group %q %s also has these", c.Groups[j].Name, formatTags(other))
+			default:
+				continue
+			}
+			v.fail(groupField(i, g, "route_table_tags"),
+				"%s: both groups would manage the route for %s in the same tables; give each group tags that only its own tables carry (got %s)",
+				how, d, formatTags(g.RouteTableTags))
+			break
+		}
+	}
+}
+
+// hasAllTags reports whether tags include every key and value of want.
+func hasAllTags(tags, want map[string]string) bool {
+	for k, v := range want {
+		if got, ok := tags[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}
+
+// formatTags renders tags as they are written in the file, keys sorted.
+func formatTags(tags map[string]string) string {
+	parts := make([]string, 0, len(tags))
+	for _, k := range slices.Sorted(maps.Keys(tags)) {
+		parts = append(parts, fmt.Sprintf("%q = %q", k, tags[k]))
+	}
+	return "{" + strings.Join(parts, ", ") + "}"
+}
+
+// sharedDiscovery reports a second group that discovers route tables. Discovery takes
+// every table whose route points at a cluster member, so two discovering groups would
+// take each other's tables and flip them forever.
+func (v *checker) sharedDiscovery() {
+	first := -1
+	for i := range v.c.Groups {
+		g := &v.c.Groups[i]
+		if !g.DiscoverRouteTables {
+			continue
+		}
+		if first < 0 {
+			first = i
+			continue
+		}
+		v.fail(groupField(i, g, "discover_route_tables"),
+			"only one group may discover route tables (group %q does too): name the tables with route_tables or tag them with route_table_tags",
+			v.c.Groups[first].Name)
 	}
 }
 
