@@ -81,7 +81,8 @@ group "egress" {
   elastic_ip = "eipalloc-0123456789abcdef0"
 
   # Route tables whose routes for "destinations" point at the owner. Any combination of
-  # the three ways below; at least one is needed (discovery is on by default).
+  # the three ways below; at least one is needed (with a single group, discovery is on by
+  # default).
   route_tables = ["rtb-0a1b2c3d4e5f60718", "rtb-0f1e2d3c4b5a69788"]
 
   # Also manage every route table of the VPC carrying all these tags.
@@ -90,7 +91,9 @@ group "egress" {
   }
 
   # Also manage every route table of the VPC whose destination route already points at
-  # a member of the cluster. Default true.
+  # a member of the cluster. Discovery cannot tell one group's tables from another's, so
+  # the default is true when the file has a single group and false when it has several;
+  # at most one group may set it to true.
   discover_route_tables = true
 
   # Routes pointed at the owner, IPv4 CIDRs. Default ["0.0.0.0/0"].
