@@ -2,7 +2,9 @@
 // provides the client the command line uses to talk to a running agent.
 //
 // The socket is created with mode 0600: whoever can connect can move the Elastic IP and the
-// routes, so only the agent's own user (root) may.
+// routes, so only the agent's own user (root) may. The agent that owns the socket also holds
+// a lock on a file beside it (agent.sock.lock), so that only one agent at a time can claim
+// the socket, and a second one is refused before it joins the cluster.
 package control
 
 import (

@@ -11,6 +11,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -273,8 +274,13 @@ func TestServer_Socket(t *testing.T) {
 		if di.Mode().Perm() != 0o755 {
 			t.Errorf("directory mode = %v, want 0755", di.Mode().Perm())
 		}
-		if entries, _ := os.ReadDir(filepath.Dir(path)); len(entries) != 1 {
-			t.Errorf("directory holds %d entries, want only the socket", len(entries))
+		var names []string
+		entries, _ := os.ReadDir(filepath.Dir(path))
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		if want := []string{"agent.sock", "agent.sock.lock"}; !reflect.DeepEqual(names, want) {
+			t.Errorf("directory holds %q, want %q", names, want)
 		}
 	})
 	t.Run("StaleSocketRemoved", func(t *testing.T) {
@@ -295,12 +301,17 @@ func TestServer_Socket(t *testing.T) {
 	})
 	t.Run("LiveSocketRefused", func(t *testing.T) {
 		path := sockPath(t)
-		first := &fakeController{}
+		first := &fakeController{members: []agent.MemberView{{Name: "i-first", Self: true}, {Name: "i-peer"}}}
 		startServer(t, first, path)
 		second := NewServer(&fakeController{}, path, hclog.NewNullLogger())
 		err := second.Start(context.Background())
-		if err == nil || !strings.Contains(err.Error(), "another agent is listening on "+path) {
-			t.Fatalf("second start: err = %v, want refusal", err)
+		var inUse *InUseError
+		if !errors.As(err, &inUse) {
+			t.Fatalf("second start: err = %v, want an InUseError", err)
+		}
+		want := fmt.Sprintf("control socket %s is served by a running agent (pid %d, instance i-first)", path, os.Getpid())
+		if err.Error() != want {
+			t.Errorf("message = %q, want %q", err.Error(), want)
 		}
 		if err := second.Close(); err != nil {
 			t.Errorf("close of a server that never started: %v", err)
@@ -308,8 +319,159 @@ func TestServer_Socket(t *testing.T) {
 		if _, err := NewClient(path).Members(context.Background()); err != nil {
 			t.Fatalf("first server after the refused start: %v", err)
 		}
-		if len(first.Calls()) != 1 {
-			t.Errorf("first server answered %d calls, want 1", len(first.Calls()))
+		// One call to learn who holds the socket, one from this test.
+		if got := first.Calls(); len(got) != 2 {
+			t.Errorf("first server answered %q, want two members calls", got)
+		}
+	})
+	t.Run("OlderAgentWithoutLockRefused", func(t *testing.T) {
+		// An agent that predates the lock file, or any other program, serving the path.
+		path := sockPath(t)
+		ln, err := net.Listen("unix", path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// It hangs up on every connection: not an agent, so no instance to name.
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				c.Close()
+			}
+		}()
+		defer func() { ln.Close(); <-served }()
+		_, err = Listen(path)
+		var inUse *InUseError
+		if !errors.As(err, &inUse) || inUse.PID != os.Getpid() || inUse.Node != "" {
+			t.Fatalf("err = %#v, want an InUseError naming this process and no instance", err)
+		}
+		if fi, err := os.Lstat(path); err != nil || fi.Mode()&os.ModeSocket == 0 {
+			t.Errorf("the served socket was touched: %v", err)
+		}
+	})
+	t.Run("ClaimedButNotServedRefused", func(t *testing.T) {
+		// The agent claims its socket before it joins the cluster and serves it later: the
+		// claim alone must keep a second agent out.
+		path := sockPath(t)
+		first, err := Listen(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = Listen(path)
+		var inUse *InUseError
+		if !errors.As(err, &inUse) || inUse.Socket != path || inUse.PID != os.Getpid() {
+			t.Fatalf("second claim: err = %#v, want an InUseError naming this process", err)
+		}
+		if err := first.Close(); err != nil {
+			t.Fatalf("release: %v", err)
+		}
+		if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("socket still there after release: %v", err)
+		}
+		again, err := Listen(path)
+		if err != nil {
+			t.Fatalf("claim after release: %v", err)
+		}
+		if err := again.Close(); err != nil {
+			t.Errorf("release: %v", err)
+		}
+	})
+	t.Run("ConcurrentClaimsOneWins", func(t *testing.T) {
+		path := sockPath(t)
+		const n = 8
+		var wg sync.WaitGroup
+		lns := make([]*Listener, n)
+		errs := make([]error, n)
+		start := make(chan struct{})
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				lns[i], errs[i] = Listen(path)
+			}()
+		}
+		close(start)
+		wg.Wait()
+		won := 0
+		for i := range n {
+			var inUse *InUseError
+			switch {
+			case errs[i] == nil:
+				won++
+				defer lns[i].Close()
+			case !errors.As(errs[i], &inUse):
+				t.Errorf("claim %d: %v, want an InUseError", i, errs[i])
+			}
+		}
+		if won != 1 {
+			t.Errorf("%d of %d concurrent claims won, want exactly 1", won, n)
+		}
+	})
+	t.Run("ServerOnClaimedSocket", func(t *testing.T) {
+		path := sockPath(t)
+		ln, err := Listen(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := NewServerOn(&fakeController{}, ln, nil)
+		if err := s.Start(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := NewClient(path).Members(context.Background()); err != nil {
+			t.Errorf("members: %v", err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatalf("close: %v", err)
+		}
+		// No longer served, still claimed: an agent leaving the cluster keeps the next one
+		// out until it is gone.
+		if _, err := NewClient(path).Members(context.Background()); err == nil {
+			t.Errorf("members answered after Close")
+		}
+		_, err = Listen(path)
+		want := "control socket " + path + " is held by another agent that is starting or stopping"
+		if err == nil || err.Error() != want {
+			t.Errorf("claim while stopping: err = %v, want %q", err, want)
+		}
+		if err := ln.Close(); err != nil {
+			t.Fatalf("release: %v", err)
+		}
+		if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("socket still there after release: %v", err)
+		}
+		if err := ln.Close(); err != nil {
+			t.Errorf("second release: %v", err)
+		}
+	})
+	t.Run("ClaimedSocketNeverServed", func(t *testing.T) {
+		path := sockPath(t)
+		ln, err := Listen(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := NewServerOn(&fakeController{}, ln, nil).Close(); err != nil {
+			t.Fatalf("close: %v", err)
+		}
+		if err := ln.Close(); err != nil {
+			t.Fatalf("release: %v", err)
+		}
+		if _, err := os.Lstat(path); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("socket still there after release: %v", err)
+		}
+	})
+	t.Run("DirectoryNotCreatable", func(t *testing.T) {
+		file := filepath.Join(filepath.Dir(sockPath(t)), "file")
+		if err := os.WriteFile(file, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Listen(filepath.Join(file, "agent.sock"))
+		if err == nil || !strings.HasPrefix(err.Error(), "create control socket directory: ") || !errors.Is(err, syscall.ENOTDIR) {
+			t.Errorf("err = %v, want the directory named as the problem", err)
 		}
 	})
 	t.Run("NotASocketRefused", func(t *testing.T) {

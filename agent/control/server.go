@@ -8,11 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
-	"strconv"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -32,12 +28,15 @@ type Server struct {
 	mu      sync.Mutex // guards the fields below across Start and Close
 	started bool
 	closed  bool
+	ln      *Listener // given to NewServerOn, or claimed by Start
+	ownLn   bool      // claimed by Start, so released by Close
 	srv     *http.Server
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 }
 
-// NewServer returns a server for ctrl on socketPath. It starts nothing.
+// NewServer returns a server for ctrl on socketPath, which Start claims with Listen. It
+// starts nothing.
 func NewServer(ctrl agent.Controller, socketPath string, logger hclog.Logger) *Server {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
@@ -45,18 +44,30 @@ func NewServer(ctrl agent.Controller, socketPath string, logger hclog.Logger) *S
 	return &Server{ctrl: ctrl, path: socketPath, logger: logger.Named("control")}
 }
 
-// Start creates the socket's directory (0755) when missing, removes a stale socket left by an
-// agent that died, listens with mode 0600, and serves until Close. It refuses to start when
-// another process answers on the socket, so a second agent cannot steal the first one's socket.
+// NewServerOn returns a server for ctrl on a socket already claimed with Listen. It starts
+// nothing. Close stops serving but leaves ln claimed: the caller releases it, which lets an
+// agent keep other agents off its socket until it has left the cluster.
+func NewServerOn(ctrl agent.Controller, ln *Listener, logger hclog.Logger) *Server {
+	s := NewServer(ctrl, ln.Path(), logger)
+	s.ln = ln
+	return s
+}
+
+// Start claims the socket with Listen unless the server was given one, and serves it until
+// Close. A socket another agent holds is refused with an *InUseError, so a second agent
+// cannot steal the first one's socket.
 func (s *Server) Start(ctx context.Context) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.started || s.closed {
 		return errors.New("start control server: already started")
 	}
-	ln, err := listen(s.path)
-	if err != nil {
-		return err
+	if s.ln == nil {
+		ln, err := Listen(s.path)
+		if err != nil {
+			return err
+		}
+		s.ln, s.ownLn = ln, true
 	}
 	base, cancel := context.WithCancel(ctx)
 	s.cancel = cancel
@@ -67,6 +78,7 @@ func (s *Server) Start(ctx context.Context) error {
 		ErrorLog:          s.logger.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
 	s.started = true
+	ln := s.ln.ln
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -74,12 +86,13 @@ func (s *Server) Start(ctx context.Context) error {
 			s.logger.Error("control socket stopped serving", "socket", s.path, "error", err)
 		}
 	}()
-	s.logger.Info("control socket listening", "socket", s.path)
+	s.logger.Info("control socket serving", "socket", s.path)
 	return nil
 }
 
-// Close stops serving, cancels requests still in flight, waits briefly for their handlers to
-// return, and removes the socket. It is safe to call more than once, and before Start.
+// Close stops serving, cancels requests still in flight and waits briefly for their handlers
+// to return. When Start claimed the socket, Close also removes it and releases its lock. It is
+// safe to call more than once, and before Start.
 func (s *Server) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -101,72 +114,13 @@ func (s *Server) Close() error {
 		_ = s.srv.Close()
 	}
 	s.wg.Wait()
-	if rmErr := os.Remove(s.path); rmErr != nil && !errors.Is(rmErr, os.ErrNotExist) {
-		return fmt.Errorf("remove control socket: %w", rmErr)
+	if s.ownLn {
+		if lnErr := s.ln.Close(); lnErr != nil {
+			return lnErr
+		}
 	}
 	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("shut down control server: %w", err)
-	}
-	return nil
-}
-
-// listen prepares path and returns a listener on it with mode 0600.
-//
-// The socket is bound under a temporary name, restricted, then renamed into place: binding
-// straight at path would leave it open to every local user for the moment between bind and
-// chmod. Changing the umask instead would affect the whole process.
-func listen(path string) (net.Listener, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("create control socket directory: %w", err)
-	}
-	if err := removeStale(path); err != nil {
-		return nil, err
-	}
-	tmp := path + "." + strconv.Itoa(os.Getpid())
-	_ = os.Remove(tmp)
-	ln, err := net.Listen("unix", tmp)
-	if err != nil {
-		return nil, fmt.Errorf("listen on control socket: %w", err)
-	}
-	ul := ln.(*net.UnixListener)
-	// The name is moved below; Close removes the final path itself.
-	ul.SetUnlinkOnClose(false)
-	if err := os.Chmod(tmp, 0o600); err != nil {
-		ln.Close()
-		os.Remove(tmp)
-		return nil, fmt.Errorf("restrict control socket: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		ln.Close()
-		os.Remove(tmp)
-		return nil, fmt.Errorf("move control socket into place: %w", err)
-	}
-	return ln, nil
-}
-
-// removeStale removes a socket nobody answers on, and refuses when someone does or when the
-// path holds something other than a socket.
-func removeStale(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("inspect control socket: %w", err)
-	}
-	if fi.Mode()&os.ModeSocket == 0 {
-		return fmt.Errorf("control socket %s exists and is not a socket (%s)", path, fi.Mode().Type())
-	}
-	conn, err := net.DialTimeout("unix", path, time.Second)
-	if err == nil {
-		conn.Close()
-		return fmt.Errorf("another agent is listening on %s", path)
-	}
-	if !errors.Is(err, syscall.ECONNREFUSED) {
-		return fmt.Errorf("probe control socket %s: %w", path, err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("remove stale control socket: %w", err)
 	}
 	return nil
 }

@@ -48,9 +48,17 @@ func freePort(t *testing.T) int {
 	return ln.Addr().(*net.TCPAddr).Port
 }
 
-// motoConfig is a one-node configuration whose identity is fully given, so that no instance
-// metadata service is asked, and whose EC2 is the moto server.
-func motoConfig(w ec2test.World, endpoint string, port int, socket, routeTable string) string {
+// motoConfig is a configuration whose identity is fully given, so that no instance metadata
+// service is asked, and whose EC2 is the moto server. Gossip binds port and joins the agents
+// on peerPorts, or only itself when none is given.
+func motoConfig(w ec2test.World, endpoint string, port int, socket, routeTable string, peerPorts ...int) string {
+	if len(peerPorts) == 0 {
+		peerPorts = []int{port}
+	}
+	var peers []string
+	for _, p := range peerPorts {
+		peers = append(peers, fmt.Sprintf("%q", fmt.Sprintf("127.0.0.1:%d", p)))
+	}
 	return fmt.Sprintf(`
 node {
   instance_id       = %q
@@ -62,7 +70,7 @@ node {
 }
 gossip {
   bind               = "127.0.0.1:%d"
-  peers              = ["127.0.0.1:%d"]
+  peers              = [%s]
   insecure_plaintext = true
 }
 group "egress" {
@@ -81,7 +89,7 @@ control {
 log {
   level = "debug"
 }
-`, w.Instances[0].ID, w.Region, port, port, w.AllocationID, routeTable, endpoint, socket, filepath.Join(filepath.Dir(socket), "state.json"))
+`, w.Instances[0].ID, w.Region, port, strings.Join(peers, ", "), w.AllocationID, routeTable, endpoint, socket, filepath.Join(filepath.Dir(socket), "state.json"))
 }
 
 // TestWithMoto runs validate -remote and a whole agent against a moto server standing in for EC2.
@@ -133,44 +141,9 @@ func TestWithMoto(t *testing.T) {
 		}
 	})
 
-	t.Run("RunRefusesALiveSocket", func(t *testing.T) {
-		busy := startAgent(t, newFake())
-		cfg := writeFile(t, "agent.hcl", motoConfig(world, moto.Endpoint, freePort(t), busy, rtb))
-		var logs syncBuffer
-		cmd := &RunCommand{stderr: &logs, signals: make(chan os.Signal), exit: func(int) { t.Error("exit called") }}
-		err := cmd.Run(context.Background(), []string{"-config", cfg})
-		if err == nil || !strings.Contains(err.Error(), "another agent is listening on "+busy) {
-			t.Errorf("run on a live socket: err = %v; log:\n%s", err, logs.String())
-		}
-		if _, err := control.NewClient(busy).Members(context.Background()); err != nil {
-			t.Errorf("the first agent's socket stopped answering: %v", err)
-		}
-	})
-
 	t.Run("RunTakeoverStop", func(t *testing.T) {
 		cfg := writeFile(t, "agent.hcl", motoConfig(world, moto.Endpoint, freePort(t), sock, rtb))
-		var logs syncBuffer
-		sigc := make(chan os.Signal, 2)
-		cmd := &RunCommand{stdout: &bytes.Buffer{}, stderr: &logs, signals: sigc,
-			exit: func(code int) { t.Errorf("exit(%d) called after a single signal", code) }}
-		var runErr error
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			runErr = cmd.Run(context.Background(), []string{"-config", cfg})
-		}()
-		t.Cleanup(func() {
-			select {
-			case <-done:
-			default:
-				sigc <- syscall.SIGTERM
-				<-done
-			}
-			if t.Failed() {
-				t.Logf("agent log:\n%s", logs.String())
-			}
-		})
-
+		ra := startRun(t, cfg)
 		client := control.NewClient(sock)
 		waitFor(t, 20*time.Second, "the control socket to answer", func() bool {
 			_, err := client.Members(context.Background())
@@ -215,19 +188,13 @@ func TestWithMoto(t *testing.T) {
 			t.Errorf("unknown group: code %d, stderr %q", r.code, r.stderr)
 		}
 
-		sigc <- syscall.SIGTERM
-		select {
-		case <-done:
-			if runErr != nil {
-				t.Errorf("run returned %v after SIGTERM", runErr)
-			}
-		case <-time.After(20 * time.Second):
-			t.Fatal("run did not return after SIGTERM")
+		if err := ra.stop(t, 20*time.Second); err != nil {
+			t.Errorf("run returned %v after SIGTERM", err)
 		}
 		if _, err := os.Lstat(sock); !os.IsNotExist(err) {
 			t.Errorf("socket left behind: %v", err)
 		}
-		lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+		lines := strings.Split(strings.TrimSpace(ra.logs.String()), "\n")
 		var last map[string]any
 		if err := json.Unmarshal([]byte(lines[len(lines)-1]), &last); err != nil {
 			t.Fatalf("last log line %q is not JSON: %v", lines[len(lines)-1], err)
@@ -240,6 +207,109 @@ func TestWithMoto(t *testing.T) {
 			t.Errorf("members after stop: code %d, stderr %q", r.code, r.stderr)
 		}
 	})
+
+	// Regression: a second run with the same control socket used to join gossip under the
+	// running agent's name (the instance id) for about 0.6 s before it found the socket taken.
+	t.Run("SecondRunRefusedBeforeJoining", func(t *testing.T) {
+		dir, err := os.MkdirTemp("", "ngtwo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		sock := filepath.Join(dir, "agent.sock")
+		// A socket left behind by an agent that died: the first run takes it over.
+		stale, err := net.Listen("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stale.(*net.UnixListener).SetUnlinkOnClose(false)
+		stale.Close()
+
+		firstPort, secondPort := freePort(t), freePort(t)
+		first := startRun(t, writeFile(t, "first.hcl", motoConfig(world, moto.Endpoint, firstPort, sock, rtb)))
+		waitFor(t, 20*time.Second, "the first agent's control socket to answer", func() bool {
+			_, err := control.NewClient(sock).Members(context.Background())
+			return err == nil
+		})
+
+		// Same instance, same socket, its own gossip port, and the first agent as its peer:
+		// exactly what would join the first one's cluster under its name.
+		second := writeFile(t, "second.hcl", motoConfig(world, moto.Endpoint, secondPort, sock, rtb, firstPort))
+		r := run(t, "run", "-config", second)
+		want := fmt.Sprintf("Error: control socket %s is served by a running agent (pid %d, instance %s): stop it first or set control.socket\n",
+			sock, os.Getpid(), self)
+		if r.code != exitFailure || !strings.HasSuffix(r.stderr, want) {
+			t.Errorf("second run: code %d, stderr:\n%s\nwant exit 1 and %q", r.code, r.stderr, want)
+		}
+		// The second run never bound its gossip port: its log shows no gossip at all. Before
+		// the fix it logged the agent "started" on that port, then memberlist's join.
+		secondAddr := fmt.Sprintf("127.0.0.1:%d", secondPort)
+		for _, line := range strings.Split(r.stderr, "\n") {
+			if strings.Contains(line, secondAddr) || strings.Contains(line, "memberlist") || strings.Contains(line, "natganker.gossip") {
+				t.Errorf("the refused run started gossip: %s", line)
+			}
+		}
+		// The first agent serves on, and never saw a second node under its name.
+		members, err := control.NewClient(sock).Members(context.Background())
+		if err != nil || len(members) != 1 || !members[0].Self || members[0].Name != self {
+			t.Errorf("first agent's members = %+v, %v; want itself alone", members, err)
+		}
+		if err := first.stop(t, 20*time.Second); err != nil {
+			t.Errorf("first run returned %v after SIGTERM", err)
+		}
+		for _, line := range strings.Split(first.logs.String(), "\n") {
+			if strings.Contains(line, "two nodes claim the same name") || strings.Contains(line, "Conflicting address") {
+				t.Errorf("the first agent saw its name claimed twice: %s", line)
+			}
+		}
+	})
+}
+
+// runningAgent is a run command started in the background by startRun.
+type runningAgent struct {
+	logs *syncBuffer
+	sigc chan os.Signal
+	done chan struct{}
+	err  error // what Run returned, once done is closed
+}
+
+// startRun starts "run -config cfg" in the background. The test's cleanup stops it if the
+// test did not, and shows its log when the test failed.
+func startRun(t *testing.T, cfg string) *runningAgent {
+	t.Helper()
+	ra := &runningAgent{logs: &syncBuffer{}, sigc: make(chan os.Signal, 2), done: make(chan struct{})}
+	cmd := &RunCommand{stdout: &bytes.Buffer{}, stderr: ra.logs, signals: ra.sigc,
+		exit: func(code int) { t.Errorf("exit(%d) called after a single signal", code) }}
+	go func() {
+		defer close(ra.done)
+		ra.err = cmd.Run(context.Background(), []string{"-config", cfg})
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-ra.done:
+		default:
+			ra.sigc <- syscall.SIGTERM
+			<-ra.done
+		}
+		if t.Failed() {
+			t.Logf("agent log:\n%s", ra.logs.String())
+		}
+	})
+	return ra
+}
+
+// stop sends SIGTERM and returns what Run returned, failing the test if it takes longer than
+// timeout.
+func (ra *runningAgent) stop(t *testing.T, timeout time.Duration) error {
+	t.Helper()
+	ra.sigc <- syscall.SIGTERM
+	select {
+	case <-ra.done:
+		return ra.err
+	case <-time.After(timeout):
+		t.Fatalf("run did not return %v after SIGTERM", timeout)
+		return nil
+	}
 }
 
 // waitFor polls cond until it holds or the deadline passes.

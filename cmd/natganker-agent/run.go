@@ -39,24 +39,38 @@ func (c *RunCommand) Synopsis() string { return "run the agent (as a service, us
 func (c *RunCommand) Usage() string {
 	return `Usage: ` + progName + ` run [-config FILE]
 
-Runs the agent in the foreground: reads the configuration, asks the instance metadata
-service who this instance is, disables the instance's source/destination check, joins
-the other agents, checks (and, when datapath.manage is set, sets up) forwarding and
-masquerading, and from then on keeps each group's Elastic IP and routes on the healthy
+Runs the agent in the foreground: reads the configuration, checks this host, asks the
+instance metadata service who this instance is, disables the instance's source/destination
+check, joins the other agents, checks (and, when datapath.manage is set, sets up) forwarding
+and masquerading, and from then on keeps each group's Elastic IP and routes on the healthy
 agent with the highest priority. The control socket named in the configuration
 (control.socket) serves the members, status, yield, resume and takeover commands.
+
+Before it asks or joins anyone, run claims the control socket and checks this host, so that
+a second agent started by mistake never joins the cluster under the first one's name:
+  - the control socket is not served by a running agent (a socket left behind by an agent
+    that died is taken over) and its directory can be created;
+  - the directory of control.state_file can be created and written;
+  - gossip.bind (address and port) is free for both TCP and UDP;
+  - when datapath.manage is set, datapath.public_interface exists.
+A problem with the control socket is reported alone; the other checks report every problem
+at once. Either way run exits 1 without having asked or joined anyone.
 
 Logs go to standard error: text on a terminal, JSON otherwise, unless log.format says.
 
 SIGTERM or SIGINT stops the agent gracefully: it stops serving the control socket,
-hands the groups it owns to the next agent, leaves the cluster and exits 0. A second
-signal during that shutdown exits at once with status 1.
+hands the groups it owns to the next agent, leaves the cluster, removes the control socket
+and exits 0. A second signal during that shutdown exits at once with status 1.
 
 Flags:
   -config FILE   configuration file (default ` + defaultConfig + `)
 
-Exit status: 0 stopped by a signal, 1 failure (bad configuration, instance metadata
-service not reachable, gossip port or control socket in use, ...), 2 usage error.
+Exit status: 0 stopped by a signal (during start-up too); 1 failure to start or to stop:
+a bad configuration, a failed check of this host (above), no answer from the instance
+metadata service when the node block does not give the identity, the gossip port taken
+between the check and its use, or a shutdown that failed or was cut short by a second
+signal; 2 usage error. Peers that do not answer, failing EC2 calls and an unhealthy
+datapath do not stop the agent: it keeps running, logs them and acts once they clear.
 `
 }
 
@@ -93,6 +107,12 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 		exit = os.Exit
 	}
 
+	logger.Info("starting", "version", version, "config", c.config)
+	ln, err := preflight(cfg)
+	if err != nil {
+		return err
+	}
+
 	// The agent lives on this context until after its graceful Close; start-up steps use a
 	// child that a signal cancels, so a stuck metadata service cannot block a stop.
 	life, cancelLife := context.WithCancel(ctx)
@@ -111,10 +131,12 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 		}
 	}()
 
-	logger.Info("starting", "version", version, "config", c.config)
-	a, srv, err := c.start(startCtx, life, cfg, logger)
+	a, srv, err := c.start(startCtx, life, cfg, ln, logger)
 	close(startDone)
 	if err != nil {
+		if cerr := ln.Close(); cerr != nil {
+			logger.Error("release control socket", "error", cerr)
+		}
 		if startCtx.Err() != nil {
 			// Interrupted: the error is only the consequence of the stop that was asked for.
 			logger.Info("stopped before start-up completed", "error", err)
@@ -135,6 +157,8 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 	return shutdown(logger, sigc, exit,
 		step{"close control socket", srv.Close},
 		step{"stop agent", a.Close}, // hands owned groups over first
+		// Only now, out of the cluster, may another agent claim the socket and join.
+		step{"release control socket", ln.Close},
 	)
 }
 
@@ -177,9 +201,10 @@ func shutdown(logger hclog.Logger, sigc <-chan os.Signal, exit func(int), steps 
 	return nil
 }
 
-// start builds and starts everything. When the control socket cannot be served, the agent
-// that was started is stopped again.
-func (c *RunCommand) start(ctx, life context.Context, cfg *config.Config, logger hclog.Logger) (*agent.Agent, *control.Server, error) {
+// start builds and starts everything, and serves the control socket ln, claimed by preflight,
+// once the agent exists. When the socket cannot be served, the agent that was started is
+// stopped again. The caller releases ln when start fails.
+func (c *RunCommand) start(ctx, life context.Context, cfg *config.Config, ln *control.Listener, logger hclog.Logger) (*agent.Agent, *control.Server, error) {
 	id, err := ec2.LoadIdentity(ctx, cfg.Node.IMDSEndpoint, identityOverride(cfg.Node))
 	if err != nil {
 		return nil, nil, fmt.Errorf("identify this instance: %w", err)
@@ -225,7 +250,7 @@ func (c *RunCommand) start(ctx, life context.Context, cfg *config.Config, logger
 		// Not Close: it hands groups over through the run loop, which never started.
 		return nil, nil, fmt.Errorf("start agent: %w", err)
 	}
-	srv := control.NewServer(a, cfg.Control.Socket, logger)
+	srv := control.NewServerOn(a, ln, logger)
 	if err := srv.Start(life); err != nil {
 		if cerr := a.Close(); cerr != nil {
 			logger.Error("stop agent", "error", cerr)

@@ -82,7 +82,7 @@ func TestRunCommand(t *testing.T) {
 			<-r.Context().Done()
 		}))
 		defer imds.Close()
-		cfg := strings.Replace(goodConfig, "gossip {", "node {\n  imds_endpoint = \""+imds.URL+"\"\n}\ngossip {", 1)
+		cfg := localConfig(shortDir(t), imds.URL, freeGossipPort(t, ""))
 		var logs syncBuffer
 		sigc := make(chan os.Signal, 1)
 		cmd := &RunCommand{stderr: &logs, signals: sigc, exit: func(int) { t.Error("exit called") }}
