@@ -11,7 +11,6 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	ec2sdk "github.com/aws/aws-sdk-go-v2/service/ec2"
-	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
 	"github.com/aws/smithy-go"
 )
 
@@ -32,14 +31,18 @@ type Report struct {
 	// Routes has one step per managed route, sorted by table then destination.
 	Routes  []RouteStep
 	Started time.Time
-	// EIPDone, RoutesDone and Verified are measured from Started.
+	// EIPDone and RoutesDone are when the first round of calls was done with the Elastic IP
+	// and with every route; Verified is when the claim was done, second round and its
+	// verification included. All are measured from Started.
 	EIPDone, RoutesDone, Verified time.Duration
 	// ReadErr is set when the state before acting could not be read; the Elastic IP and the
 	// configured route tables were then moved without looking first.
 	ReadErr error
-	// VerifyErr lists what did not point at self when read back, or why it could not be read.
+	// VerifyErr lists what still did not point at self when read back after the second round,
+	// or why it could not be read.
 	VerifyErr error
-	// Problems are the non-fatal findings of the read before acting (see Observation).
+	// Problems are the non-fatal findings of the last read of the route tables (see
+	// Observation).
 	Problems []string
 }
 
@@ -47,6 +50,10 @@ type Report struct {
 type Step struct {
 	Action string
 	Err    error
+	// SecondRound is set when the verification found this not pointing at self after the
+	// first round and the claim moved it again; Action and Err are then those of the second
+	// round.
+	SecondRound bool
 }
 
 // RouteStep is the action taken on one route.
@@ -55,9 +62,14 @@ type RouteStep struct {
 	// Action is "unchanged", "replaced", "created" or "failed".
 	Action string
 	Err    error
+	// SecondRound is set when the verification found the route not pointing at self (or
+	// found a table the first round did not know) and the claim moved it in a second round;
+	// Action and Err are then those of the second round.
+	SecondRound bool
 }
 
-// Err joins every step error and the verification error; nil when the claim fully succeeded.
+// Err joins every step error and the verification error; nil when the claim fully succeeded,
+// even if it took a second round.
 func (r Report) Err() error {
 	errs := []error{r.ReadErr, r.EIP.Err}
 	for _, s := range r.Routes {
@@ -80,87 +92,282 @@ func (r Report) Changed() bool {
 	return false
 }
 
-// Claim points the group's Elastic IP and then every managed route at self, the routes in
-// parallel (at most Options.MaxConcurrency calls at once), then reads them back to verify.
-// What already points at self is not touched, so claiming twice is harmless. A failing step
-// does not stop the others. The report is returned even with an error, which is Report.Err().
-func (c *Client) Claim(ctx context.Context, g Group, self Self) (Report, error) {
+// Claim points the group's Elastic IP and every managed route at self, reads them back, moves
+// again at once whatever does not point at self (a second round), and verifies once more; only
+// what is still wrong after that is an error. A failing step does not stop the others. The
+// report is returned even with an error, which is Report.Err().
+//
+// With known == nil (a repair by the owner, or any claim without a recent read) Claim reads
+// first and touches only what does not point at self, so claiming twice is harmless and a
+// claim that finds everything in place makes no mutating call.
+//
+// With known, a recent Observe of the group (an urgent takeover from another instance), Claim
+// does not read first: it moves the Elastic IP and every route of known.Routes at once, whatever
+// known says they point at, since a route shown pointing at self may have been moved back since
+// and ReplaceRoute to the same target is harmless. A route known as missing is created, any
+// other replaced; when EC2 says the route appeared or vanished meanwhile, the other call is
+// made. Against reading first, this saves the read's round trip whenever known lists the
+// group's tables; a table that appeared since costs the second round (see BenchmarkTakeover).
+//
+// Route calls run at most Options.MaxConcurrency at once, the Elastic IP alongside them. The
+// verification re-selects the route tables as Observe does, so tables that appeared since
+// known was read are found and moved in the second round. A step whose call failed (after the
+// SDK's retries) is not tried again: its error stands.
+func (c *Client) Claim(ctx context.Context, g Group, self Self, known *Observation) (Report, error) {
 	rep := Report{Started: time.Now()}
 	m, err := c.resolveSelf(ctx, g, self)
 	if err != nil {
 		rep.ReadErr = fmt.Errorf("claim group %q: %w", g.Name, err)
 		return rep, rep.Err()
 	}
+	var first moves
+	if known != nil {
+		first = c.planKnown(g, *known, &rep)
+	} else {
+		first = c.planRead(ctx, g, m, &rep)
+	}
+	eip, eipDone, routes := c.apply(ctx, m, g.ElasticIP, first, rep.Started)
+	if first.eip {
+		rep.EIP = eip
+	}
+	rep.record(routes, false)
+	rep.EIPDone = eipDone
+	rep.RoutesDone = time.Since(rep.Started)
+
+	// Without a read first, the verification is the only fresh look; with one, there is
+	// nothing to verify when nothing was moved.
+	if known != nil || rep.ReadErr != nil || rep.Changed() {
+		c.settle(ctx, g, m, &rep)
+	}
+	rep.Verified = time.Since(rep.Started)
+	c.log.Debug("claimed", "group", g.Name, "known", known != nil, "eip", rep.EIP.Action, "routes", len(rep.Routes),
+		"second_round", rep.secondRound(), "eip_done", rep.EIPDone, "routes_done", rep.RoutesDone,
+		"verified", rep.Verified, "error", rep.Err())
+	return rep, rep.Err()
+}
+
+// moves are the calls of one round of a Claim.
+type moves struct {
+	eip     bool   // associate the Elastic IP
+	allocID string // its allocation id, when known
+	// routes are pointed at self: those with State RouteMissing are created first, the others
+	// replaced first.
+	routes []Route
+}
+
+func (mv moves) empty() bool { return !mv.eip && len(mv.routes) == 0 }
+
+// planRead reads the group and plans what does not point at self, recording in rep what needs
+// no call or cannot be done. When the read fails, it plans the Elastic IP and every destination
+// of the configured route tables without knowing their state.
+func (c *Client) planRead(ctx context.Context, g Group, m me, rep *Report) moves {
+	var mv moves
 	er, tr := c.read(ctx, g, m)
 	rep.Problems = tr.problems
 
-	// The Elastic IP first.
 	switch {
 	case g.ElasticIP == "":
 		rep.EIP = Step{Action: ActionNone}
 	case er.err != nil:
 		rep.ReadErr = errors.Join(rep.ReadErr, er.err)
-		rep.EIP = c.associate(ctx, g.ElasticIP, "", m)
+		mv.eip = true
 	case !er.found:
 		rep.EIP = Step{Action: ActionFailed, Err: fmt.Errorf("elastic ip %s not found", g.ElasticIP)}
 	case m.owns(er.eip.InstanceID, er.eip.ENIID):
 		rep.EIP = Step{Action: ActionUnchanged}
 	default:
-		rep.EIP = c.associate(ctx, g.ElasticIP, er.eip.AllocationID, m)
+		mv.eip, mv.allocID = true, er.eip.AllocationID
 	}
-	rep.EIPDone = time.Since(rep.Started)
 
-	// Then every route, in parallel.
-	type job struct {
-		cur  Route
-		read bool // cur was read; otherwise act without knowing the current target
-	}
-	var jobs []job
-	var steps []RouteStep
 	if tr.err != nil {
 		rep.ReadErr = errors.Join(rep.ReadErr, tr.err)
 		for _, id := range g.RouteTableIDs {
 			for _, d := range g.destinations() {
-				jobs = append(jobs, job{cur: Route{RouteTableID: id, Destination: d}})
+				mv.routes = append(mv.routes, Route{RouteTableID: id, Destination: d})
 			}
 		}
-	} else {
-		for _, r := range c.routesOf(tr.tables, g.destinations()) {
-			jobs = append(jobs, job{cur: r, read: true})
+		return mv
+	}
+	for _, r := range c.routesOf(tr.tables, g.destinations()) {
+		if r.State == RouteActive && m.owns(r.InstanceID, r.ENIID) {
+			rep.Routes = append(rep.Routes, RouteStep{RouteTableID: r.RouteTableID, Destination: r.Destination, Action: ActionUnchanged})
+		} else {
+			mv.routes = append(mv.routes, r)
 		}
-		for _, id := range tr.missing {
-			for _, d := range g.destinations() {
+	}
+	rep.addMissing(tr.missing, g.destinations())
+	return mv
+}
+
+// planKnown plans the Elastic IP and every route of known, whatever they point at.
+func (c *Client) planKnown(g Group, known Observation, rep *Report) moves {
+	rep.Problems = slices.Clone(known.Problems)
+	mv := moves{routes: known.Routes}
+	if g.ElasticIP == "" {
+		rep.EIP = Step{Action: ActionNone}
+	} else {
+		mv.eip, mv.allocID = true, known.EIP.AllocationID
+	}
+	return mv
+}
+
+// apply makes one round of calls: the Elastic IP (ref) and every route at once, at most
+// Options.MaxConcurrency route calls in parallel. eipDone is measured from started.
+func (c *Client) apply(ctx context.Context, m me, ref string, mv moves, started time.Time) (eip Step, eipDone time.Duration, routes []RouteStep) {
+	var wg sync.WaitGroup
+	eipDone = time.Since(started)
+	if mv.eip {
+		wg.Go(func() {
+			eip = c.associate(ctx, ref, mv.allocID, m)
+			eipDone = time.Since(started)
+		})
+	}
+	routes = make([]RouteStep, len(mv.routes))
+	sem := make(chan struct{}, c.opts.MaxConcurrency)
+	for i, r := range mv.routes {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			routes[i] = c.moveRoute(ctx, r, m)
+		})
+	}
+	wg.Wait()
+	return eip, eipDone, routes
+}
+
+// settle verifies the claim and, when something does not point at self, moves it again at once
+// and verifies once more.
+func (c *Client) settle(ctx context.Context, g Group, m me, rep *Report) {
+	fix, wrong, errs := c.check(ctx, g, m, rep)
+	if fix.empty() {
+		rep.VerifyErr = errors.Join(errs...)
+		return
+	}
+	var why []string
+	for _, w := range wrong {
+		why = append(why, w.Error())
+	}
+	c.log.Info("claim: moving again what the verification found not pointing at self", "group", g.Name, "wrong", why)
+	eip, _, routes := c.apply(ctx, m, g.ElasticIP, fix, rep.Started)
+	if fix.eip {
+		rep.EIP = eip
+		rep.EIP.SecondRound = true
+	}
+	rep.record(routes, true)
+	_, wrong, errs = c.check(ctx, g, m, rep)
+	rep.VerifyErr = errors.Join(append(errs, wrong...)...)
+}
+
+// check reads back the Elastic IP and the route tables, re-selecting the tables as Observe
+// does, and returns what does not point at self: as moves for another round (fix), described
+// (wrong), and apart from it what cannot be fixed by moving (errs). The routes checked are
+// those selected now and those the claim moved; a step that failed is left out, its error
+// stands. A configured route table that does not exist gets a failed step.
+func (c *Client) check(ctx context.Context, g Group, m me, rep *Report) (fix moves, wrong, errs []error) {
+	er, tr := c.read(ctx, g, m)
+	if g.ElasticIP != "" && rep.EIP.Err == nil {
+		switch {
+		case er.err != nil:
+			errs = append(errs, fmt.Errorf("verify: %w", er.err))
+		case !er.found:
+			errs = append(errs, fmt.Errorf("verify: elastic ip %s not found", g.ElasticIP))
+		case !m.owns(er.eip.InstanceID, er.eip.ENIID):
+			fix.eip, fix.allocID = true, er.eip.AllocationID
+			wrong = append(wrong, fmt.Errorf("verify: elastic ip %s points at %s, want %s",
+				g.ElasticIP, orNone(er.eip.InstanceID, er.eip.ENIID), m.target()))
+		}
+	}
+	if tr.err != nil {
+		return fix, wrong, append(errs, fmt.Errorf("verify: %w", tr.err))
+	}
+	rep.Problems = tr.problems
+	rep.addMissing(tr.missing, g.destinations())
+
+	steps := map[routeKey]RouteStep{}
+	for _, s := range rep.Routes {
+		steps[routeKey{s.RouteTableID, s.Destination}] = s
+	}
+	routes := c.routesOf(tr.tables, g.destinations())
+	selected := map[routeKey]bool{}
+	for _, r := range routes {
+		selected[routeKey{r.RouteTableID, r.Destination}] = true
+	}
+	for _, s := range rep.Routes {
+		k := routeKey{s.RouteTableID, s.Destination}
+		if s.Err != nil || selected[k] {
+			continue
+		}
+		// Claimed, but no longer selected: still verified.
+		if t, ok := tr.all[s.RouteTableID]; ok {
+			routes = append(routes, c.routeIn(t, s.Destination))
+		} else {
+			errs = append(errs, fmt.Errorf("verify: route table %s not found", s.RouteTableID))
+		}
+	}
+	for _, r := range routes {
+		if s, ok := steps[routeKey{r.RouteTableID, r.Destination}]; ok && s.Err != nil {
+			continue
+		}
+		if r.State == RouteActive && m.owns(r.InstanceID, r.ENIID) {
+			continue
+		}
+		fix.routes = append(fix.routes, r)
+		wrong = append(wrong, fmt.Errorf("verify: route %s in %s points at %s (%s), want %s",
+			r.Destination, r.RouteTableID, orNone(r.InstanceID, r.ENIID, r.OtherTarget), r.State, m.target()))
+	}
+	return fix, wrong, errs
+}
+
+// routeKey names one destination of one route table.
+type routeKey struct{ table, dest string }
+
+// record puts route steps into the report, replacing the step of the same route; second marks
+// them as moved again after the verification.
+func (r *Report) record(steps []RouteStep, second bool) {
+	at := map[routeKey]int{}
+	for i, s := range r.Routes {
+		at[routeKey{s.RouteTableID, s.Destination}] = i
+	}
+	for _, s := range steps {
+		s.SecondRound = second
+		if i, ok := at[routeKey{s.RouteTableID, s.Destination}]; ok {
+			r.Routes[i] = s
+		} else {
+			r.Routes = append(r.Routes, s)
+		}
+	}
+	sortSteps(r.Routes)
+}
+
+// addMissing records a failed step for every destination of the configured route tables that
+// do not exist, unless the route already has a step.
+func (r *Report) addMissing(ids, dests []string) {
+	var steps []RouteStep
+	for _, id := range ids {
+		for _, d := range dests {
+			if !slices.ContainsFunc(r.Routes, func(s RouteStep) bool { return s.RouteTableID == id && s.Destination == d }) {
 				steps = append(steps, RouteStep{RouteTableID: id, Destination: d, Action: ActionFailed,
 					Err: fmt.Errorf("route table %s not found", id)})
 			}
 		}
 	}
-	results := make([]RouteStep, len(jobs))
-	sem := make(chan struct{}, c.opts.MaxConcurrency)
-	var wg sync.WaitGroup
-	for i, j := range jobs {
-		if j.read && j.cur.State == RouteActive && m.owns(j.cur.InstanceID, j.cur.ENIID) {
-			results[i] = RouteStep{RouteTableID: j.cur.RouteTableID, Destination: j.cur.Destination, Action: ActionUnchanged}
-			continue
-		}
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			results[i] = c.moveRoute(ctx, j.cur, j.read, m)
-		})
+	if len(steps) > 0 {
+		r.record(steps, false)
 	}
-	wg.Wait()
-	rep.Routes = append(results, steps...)
-	sortSteps(rep.Routes)
-	rep.RoutesDone = time.Since(rep.Started)
+}
 
-	if rep.Changed() || rep.ReadErr != nil {
-		rep.VerifyErr = c.verify(ctx, g, m, rep)
+// secondRound lists the steps the second round made, for logs.
+func (r Report) secondRound() []string {
+	var out []string
+	if r.EIP.SecondRound {
+		out = append(out, "elastic ip")
 	}
-	rep.Verified = time.Since(rep.Started)
-	c.log.Debug("claimed", "group", g.Name, "eip", rep.EIP.Action, "routes", len(rep.Routes),
-		"eip_done", rep.EIPDone, "routes_done", rep.RoutesDone, "verified", rep.Verified, "error", rep.Err())
-	return rep, rep.Err()
+	for _, s := range r.Routes {
+		if s.SecondRound {
+			out = append(out, s.RouteTableID+" "+s.Destination)
+		}
+	}
+	return out
 }
 
 // associate points the Elastic IP ref (allocation id, or public IP when allocID is unknown) at m.
@@ -197,12 +404,13 @@ func (m me) target() string {
 	return m.instanceID
 }
 
-// moveRoute points one route at m: ReplaceRoute when it exists, CreateRoute when it is missing,
-// switching to the other call when EC2 says the route appeared or vanished meanwhile.
-func (c *Client) moveRoute(ctx context.Context, cur Route, read bool, m me) RouteStep {
+// moveRoute points one route at m: CreateRoute when cur says it is missing, ReplaceRoute
+// otherwise (also when its state is unknown), switching to the other call when EC2 says the
+// route appeared or vanished meanwhile.
+func (c *Client) moveRoute(ctx context.Context, cur Route, m me) RouteStep {
 	step := RouteStep{RouteTableID: cur.RouteTableID, Destination: cur.Destination}
 	var err error
-	if read && cur.State == RouteMissing {
+	if cur.State == RouteMissing {
 		step.Action = ActionCreated
 		if err = c.createRoute(ctx, cur, m); errorCode(err) == "RouteAlreadyExists" {
 			step.Action = ActionReplaced
@@ -268,66 +476,6 @@ func (c *Client) createRoute(ctx context.Context, r Route, m me) error {
 		return fmt.Errorf("create route %s in %s: %w", r.Destination, r.RouteTableID, err)
 	}
 	return nil
-}
-
-// verify reads the Elastic IP and the routes that did not fail back and reports every one not
-// pointing at m.
-func (c *Client) verify(ctx context.Context, g Group, m me, rep Report) error {
-	var ids []string
-	for _, s := range rep.Routes {
-		if s.Err == nil && !slices.Contains(ids, s.RouteTableID) {
-			ids = append(ids, s.RouteTableID)
-		}
-	}
-	var (
-		er   eipRead
-		errs []error
-		wg   sync.WaitGroup
-	)
-	checkEIP := g.ElasticIP != "" && rep.EIP.Err == nil
-	if checkEIP {
-		wg.Go(func() { er = c.readEIP(ctx, g.ElasticIP) })
-	}
-	var routes []Route
-	tablesOK := true
-	if len(ids) > 0 {
-		tables, err := c.describeRouteTables(ctx, []types.Filter{{Name: aws.String("route-table-id"), Values: ids}})
-		if err != nil {
-			tablesOK = false
-			errs = append(errs, fmt.Errorf("verify: describe route tables: %w", err))
-		} else {
-			routes = c.routesOf(tables, g.destinations())
-		}
-	}
-	wg.Wait()
-	if checkEIP {
-		switch {
-		case er.err != nil:
-			errs = append(errs, fmt.Errorf("verify: %w", er.err))
-		case !er.found:
-			errs = append(errs, fmt.Errorf("verify: elastic ip %s not found", g.ElasticIP))
-		case !m.owns(er.eip.InstanceID, er.eip.ENIID):
-			errs = append(errs, fmt.Errorf("verify: elastic ip %s points at %s, want %s", g.ElasticIP, orNone(er.eip.InstanceID, er.eip.ENIID), m.target()))
-		}
-	}
-	got := map[[2]string]Route{}
-	for _, r := range routes {
-		got[[2]string{r.RouteTableID, r.Destination}] = r
-	}
-	for _, s := range rep.Routes {
-		if s.Err != nil || !tablesOK {
-			continue
-		}
-		r, ok := got[[2]string{s.RouteTableID, s.Destination}]
-		switch {
-		case !ok:
-			errs = append(errs, fmt.Errorf("verify: route table %s not found", s.RouteTableID))
-		case r.State != RouteActive || !m.owns(r.InstanceID, r.ENIID):
-			errs = append(errs, fmt.Errorf("verify: route %s in %s points at %s (%s), want %s",
-				s.Destination, s.RouteTableID, orNone(r.InstanceID, r.ENIID, r.OtherTarget), r.State, m.target()))
-		}
-	}
-	return errors.Join(errs...)
 }
 
 func orNone(ss ...string) string {

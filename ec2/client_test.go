@@ -40,7 +40,7 @@ func TestClient_Claim(t *testing.T) {
 			t.Fatalf("before: eip on %q, want %s", before.EIP.InstanceID, a)
 		}
 
-		rep, err := f.client.Claim(ctx, g, Self{InstanceID: b})
+		rep, err := f.client.Claim(ctx, g, Self{InstanceID: b}, nil)
 		if err != nil {
 			t.Fatalf("claim: %v", err)
 		}
@@ -94,7 +94,7 @@ func TestClient_Claim(t *testing.T) {
 		}
 
 		f.proxy.ResetStats()
-		rep, err = f.client.Claim(ctx, g, Self{InstanceID: b})
+		rep, err = f.client.Claim(ctx, g, Self{InstanceID: b}, nil)
 		if err != nil {
 			t.Fatalf("second claim: %v", err)
 		}
@@ -121,7 +121,7 @@ func TestClient_Claim(t *testing.T) {
 		b := f.inst(1)
 		rts := f.world.RouteTableIDs
 		g := Group{Name: "g1", ElasticIP: f.world.AllocationID, RouteTableIDs: []string{rts[0], "rtb-0123456789abcdef0", rts[1]}}
-		rep, err := f.client.Claim(ctx, g, Self{InstanceID: b})
+		rep, err := f.client.Claim(ctx, g, Self{InstanceID: b}, nil)
 		if err == nil || !strings.Contains(err.Error(), "route table rtb-0123456789abcdef0 not found") {
 			t.Fatalf("claim error = %v, want route table not found", err)
 		}
@@ -152,7 +152,7 @@ func TestClient_Claim(t *testing.T) {
 		b := f.inst(1)
 		rts := f.world.RouteTableIDs[:3]
 		g := Group{Name: "g1", ElasticIP: "eipalloc-0123456789abcdef0", RouteTableIDs: rts}
-		rep, err := f.client.Claim(ctx, g, Self{InstanceID: b})
+		rep, err := f.client.Claim(ctx, g, Self{InstanceID: b}, nil)
 		if err == nil || !strings.Contains(err.Error(), "elastic ip eipalloc-0123456789abcdef0 not found") {
 			t.Fatalf("claim error = %v, want elastic ip not found", err)
 		}
@@ -177,7 +177,7 @@ func TestClient_Claim(t *testing.T) {
 		f := newFixture(t, standardSpec(), ec2test.ProxyOptions{}, Options{})
 		ctx := ctxT(t)
 		b := f.inst(1)
-		rep, err := f.client.Claim(ctx, Group{Name: "g1", ElasticIP: f.world.PublicIP}, Self{InstanceID: b})
+		rep, err := f.client.Claim(ctx, Group{Name: "g1", ElasticIP: f.world.PublicIP}, Self{InstanceID: b}, nil)
 		if err != nil {
 			t.Fatalf("claim: %v", err)
 		}
@@ -218,7 +218,7 @@ func TestClient_Claim(t *testing.T) {
 		if !slices.Equal(got, want) {
 			t.Fatalf("discovered %v, want %v (not %s, which has no default route)", got, want, rts[2])
 		}
-		if rep, err := f.client.Claim(ctx, g, Self{InstanceID: b}); err != nil {
+		if rep, err := f.client.Claim(ctx, g, Self{InstanceID: b}, nil); err != nil {
 			t.Fatalf("claim: %v (%+v)", err, rep)
 		}
 		for id, target := range f.rawRoutes(t, DefaultDestination, want...) {
@@ -228,7 +228,7 @@ func TestClient_Claim(t *testing.T) {
 		}
 		// Now pointing at self, the tables are still found and left alone.
 		f.proxy.ResetStats()
-		rep, err := f.client.Claim(ctx, g, Self{InstanceID: b})
+		rep, err := f.client.Claim(ctx, g, Self{InstanceID: b}, nil)
 		if err != nil || rep.Changed() || len(rep.Routes) != 3 {
 			t.Errorf("second claim: %v %+v", err, rep)
 		}
@@ -243,7 +243,7 @@ func TestClient_Claim(t *testing.T) {
 		b := f.inst(1)
 		rts := f.world.RouteTableIDs
 		g := Group{Name: "g1", RouteTableTags: map[string]string{"natganker": "g1"}}
-		rep, err := f.client.Claim(ctx, g, Self{InstanceID: b})
+		rep, err := f.client.Claim(ctx, g, Self{InstanceID: b}, nil)
 		if err != nil {
 			t.Fatalf("claim: %v", err)
 		}
@@ -274,7 +274,7 @@ func TestClient_Claim(t *testing.T) {
 		rts := f.world.RouteTableIDs[:3]
 		g := Group{Name: "g1", ElasticIP: f.world.AllocationID, RouteTableIDs: rts}
 		self := Self{InstanceID: b, TargetENI: true}
-		if _, err := f.client.Claim(ctx, g, self); err != nil {
+		if _, err := f.client.Claim(ctx, g, self, nil); err != nil {
 			t.Fatalf("claim: %v", err)
 		}
 		if _, eni := f.rawEIP(t); eni != eniB {
@@ -295,7 +295,7 @@ func TestClient_Claim(t *testing.T) {
 			}
 		}
 		f.proxy.ResetStats()
-		rep, err := f.client.Claim(ctx, g, self)
+		rep, err := f.client.Claim(ctx, g, self, nil)
 		if err != nil || rep.Changed() {
 			t.Errorf("second claim: %v %+v", err, rep)
 		}
@@ -312,7 +312,7 @@ func TestClient_Claim(t *testing.T) {
 		f.proxy.FailNext("ReplaceRoute", 2, "RequestLimitExceeded")
 		f.proxy.FailNext("AssociateAddress", 1, "InternalError")
 		f.proxy.FailNext("DescribeRouteTables", 1, "Unavailable")
-		rep, err := f.client.Claim(ctx, g, Self{InstanceID: b})
+		rep, err := f.client.Claim(ctx, g, Self{InstanceID: b}, nil)
 		if err != nil {
 			t.Fatalf("claim: %v", err)
 		}
@@ -335,7 +335,7 @@ func TestClient_Claim(t *testing.T) {
 		g := Group{Name: "g1", RouteTableIDs: rts}
 		// Three failures over two routes of two attempts each: exactly one route gives up.
 		f.proxy.FailNext("ReplaceRoute", 3, "RequestLimitExceeded")
-		rep, err := f.client.Claim(ctx, g, Self{InstanceID: f.inst(1)})
+		rep, err := f.client.Claim(ctx, g, Self{InstanceID: f.inst(1)}, nil)
 		if err == nil || !strings.Contains(err.Error(), "RequestLimitExceeded") {
 			t.Fatalf("claim error = %v, want RequestLimitExceeded", err)
 		}
@@ -380,7 +380,7 @@ func TestClient_Claim(t *testing.T) {
 		}
 		once.Store(true)
 		f.proxy.ResetStats()
-		rep, err := f.client.Claim(ctx, g, Self{InstanceID: b})
+		rep, err := f.client.Claim(ctx, g, Self{InstanceID: b}, nil)
 		if err != nil {
 			t.Fatalf("claim: %v", err)
 		}
@@ -406,7 +406,7 @@ func TestClient_Claim(t *testing.T) {
 			}
 			return editRoute(t, body, rts[0], DefaultDestination, func(string) string { return "" })
 		})
-		rep, err := f.client.Claim(ctx, Group{Name: "g1", RouteTableIDs: rts}, Self{InstanceID: b})
+		rep, err := f.client.Claim(ctx, Group{Name: "g1", RouteTableIDs: rts}, Self{InstanceID: b}, nil)
 		if err != nil {
 			t.Fatalf("claim: %v", err)
 		}
@@ -433,7 +433,7 @@ func TestClient_Claim(t *testing.T) {
 		}
 		f.proxy.FailNext("DescribeRouteTables", 2, "InternalError")
 		f.proxy.FailNext("DescribeAddresses", 2, "InternalError")
-		rep, err := f.client.Claim(ctx, g, Self{InstanceID: b})
+		rep, err := f.client.Claim(ctx, g, Self{InstanceID: b}, nil)
 		if err == nil || rep.ReadErr == nil || rep.VerifyErr != nil {
 			t.Fatalf("claim: err %v, read error %v, verify error %v; want only a read error", err, rep.ReadErr, rep.VerifyErr)
 		}
@@ -457,7 +457,7 @@ func TestClient_Claim(t *testing.T) {
 		b := f.inst(1)
 		rts := f.world.RouteTableIDs[:2]
 		g := Group{Name: "g1", RouteTableIDs: rts, Destinations: []string{DefaultDestination, "192.0.2.0/24"}}
-		rep, err := f.client.Claim(ctx, g, Self{InstanceID: b})
+		rep, err := f.client.Claim(ctx, g, Self{InstanceID: b}, nil)
 		if err != nil {
 			t.Fatalf("claim: %v", err)
 		}

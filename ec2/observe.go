@@ -281,8 +281,9 @@ func (c *Client) readEIP(ctx context.Context, ref string) eipRead {
 
 // tablesRead is the managed route tables as read.
 type tablesRead struct {
-	tables   []types.RouteTable // managed, sorted by id
-	missing  []string           // configured ids EC2 does not know
+	tables   []types.RouteTable          // managed, sorted by id
+	all      map[string]types.RouteTable // every table read, by id
+	missing  []string                    // configured ids EC2 does not know
 	problems []string
 	err      error
 }
@@ -315,6 +316,7 @@ func (c *Client) readTables(ctx context.Context, g Group, m me) tablesRead {
 	for _, t := range all {
 		byID[aws.ToString(t.RouteTableId)] = t
 	}
+	r.all = byID
 
 	var elsewhere []string
 	for _, id := range g.RouteTableIDs {
@@ -368,6 +370,7 @@ func (c *Client) readTables(ctx context.Context, g Group, m me) tablesRead {
 		for _, t := range found {
 			id := aws.ToString(t.RouteTableId)
 			selected[id] = t
+			r.all[id] = t
 			r.problems = append(r.problems, fmt.Sprintf("route table %s is in %s, not in %s", id, aws.ToString(t.VpcId), m.vpcID))
 		}
 		if err == nil {
