@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,12 +42,17 @@ type Options struct {
 	Endpoint string
 	// MaxConcurrency bounds the route calls a Claim makes in parallel (default 8).
 	MaxConcurrency int
-	// CallTimeout bounds each attempt of an API call (default 5s).
+	// CallTimeout is the limit for one attempt of one API call (default 5s): connecting,
+	// sending, waiting for and reading the answer (it is the HTTP client's timeout). An attempt
+	// that runs out of time is retried like any network error, so one call can take up to
+	// MaxAttempts × CallTimeout plus the backoff between attempts; bound a whole operation with
+	// its context.
 	CallTimeout time.Duration
-	// MaxAttempts is how often a call is tried (default 5). Throttling, 5xx and network errors
-	// are retried with exponential backoff and jitter.
+	// MaxAttempts is how often a call is tried (default 5). Throttling, 5xx, timeouts and
+	// network errors are retried with exponential backoff and jitter.
 	MaxAttempts int
-	// Logger receives retries at debug level and actions at info level.
+	// Logger receives, at warn level, one line for every failed attempt that will be retried
+	// (the last failure is returned to the caller instead), and actions at info level.
 	Logger hclog.Logger
 }
 
@@ -70,6 +76,7 @@ func (o Options) withDefaults() Options {
 // (its VPC and network interfaces) and is safe for concurrent use.
 type Client struct {
 	api     *ec2sdk.Client
+	retryer aws.Retryer
 	opts    Options
 	log     hclog.Logger
 	retries atomic.Int64
@@ -108,17 +115,18 @@ func New(ctx context.Context, o Options) (*Client, error) {
 	if cfg.Region == "" {
 		return nil, errors.New("load aws config: no region: set one in the config or AWS_REGION")
 	}
+	c.retryer = retry.NewStandard(func(so *retry.StandardOptions) {
+		so.MaxAttempts = o.MaxAttempts
+		so.MaxBackoff = maxBackoff
+		// A failover must not be refused by a client-side retry quota.
+		so.RateLimiter = ratelimit.None
+	})
 	c.api = ec2sdk.NewFromConfig(cfg, func(eo *ec2sdk.Options) {
 		if o.Endpoint != "" {
 			eo.BaseEndpoint = aws.String(o.Endpoint)
 		}
 		eo.HTTPClient = awshttp.NewBuildableClient().WithTimeout(o.CallTimeout)
-		eo.Retryer = retry.NewStandard(func(so *retry.StandardOptions) {
-			so.MaxAttempts = o.MaxAttempts
-			so.MaxBackoff = maxBackoff
-			// A failover must not be refused by a client-side retry quota.
-			so.RateLimiter = ratelimit.None
-		})
+		eo.Retryer = c.retryer
 		eo.APIOptions = append(eo.APIOptions, c.addAttemptLog)
 	})
 	return c, nil
@@ -129,13 +137,12 @@ func (c *Client) Retries() int64 { return c.retries.Load() }
 
 type attemptKey struct{}
 
-type attemptState struct {
-	n       int
-	lastErr error
-}
+// attemptState counts the attempts of one call.
+type attemptState struct{ n int }
 
-// addAttemptLog counts the attempts of every call and logs each retry at debug level with the
-// error that caused it.
+// addAttemptLog counts the attempts of every call and logs, at warn level, each failed attempt
+// that will be retried, as soon as it failed: with EC2 hung, an operator learns it after one
+// CallTimeout rather than when the last attempt gives up.
 func (c *Client) addAttemptLog(stack *middleware.Stack) error {
 	err := stack.Initialize.Add(middleware.InitializeMiddlewareFunc("natgankerAttemptState",
 		func(ctx context.Context, in middleware.InitializeInput, next middleware.InitializeHandler) (middleware.InitializeOutput, middleware.Metadata, error) {
@@ -144,23 +151,53 @@ func (c *Client) addAttemptLog(stack *middleware.Stack) error {
 	if err != nil {
 		return err
 	}
+	// Right after Retry, so this runs once per attempt and times the attempt alone, not the
+	// backoff before the next one.
 	return stack.Finalize.Insert(middleware.FinalizeMiddlewareFunc("natgankerAttemptLog",
 		func(ctx context.Context, in middleware.FinalizeInput, next middleware.FinalizeHandler) (middleware.FinalizeOutput, middleware.Metadata, error) {
 			st, _ := ctx.Value(attemptKey{}).(*attemptState)
-			if st != nil {
-				st.n++
-				if st.n > 1 {
-					c.retries.Add(1)
-					c.log.Debug("retrying ec2 call", "operation", middleware.GetOperationName(ctx),
-						"attempt", st.n, "previous_error", st.lastErr)
-				}
+			if st == nil {
+				return next.HandleFinalize(ctx, in)
 			}
+			st.n++
+			if st.n > 1 {
+				c.retries.Add(1)
+			}
+			start := time.Now()
 			out, md, err := next.HandleFinalize(ctx, in)
-			if st != nil {
-				st.lastErr = err
+			if err != nil && c.willRetry(ctx, st.n, err) {
+				c.log.Warn("ec2 call attempt failed; retrying", "operation", middleware.GetOperationName(ctx),
+					"attempt", fmt.Sprintf("%d/%d", st.n, c.retryer.MaxAttempts()),
+					"took", time.Since(start).Round(time.Millisecond), "reason", c.failure(err), "error", err)
 			}
 			return out, md, err
 		}), "Retry", middleware.After)
+}
+
+// willRetry tells whether the SDK's retry loop will make another attempt after attempt n failed
+// with err, by the tests that loop applies: attempts left and a retryable error (there is no
+// retry quota to run out of). It cannot see the loop's clock-skew wrapping of an error, which
+// makes a few signature errors retryable; those are retried without a warning.
+func (c *Client) willRetry(ctx context.Context, n int, err error) bool {
+	return ctx.Err() == nil && n < c.retryer.MaxAttempts() && c.retryer.IsErrorRetryable(err)
+}
+
+// failure says in a few words why an attempt failed, for the operator reading the warning.
+func (c *Client) failure(err error) string {
+	var ne net.Error
+	var re interface{ HTTPStatusCode() int }
+	switch {
+	case errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()):
+		return fmt.Sprintf("no answer within the call timeout (%v)", c.opts.CallTimeout)
+	case retry.IsErrorThrottles(retry.DefaultThrottles).IsErrorThrottle(err).Bool():
+		return "throttled by EC2"
+	case errors.As(err, &re) && re.HTTPStatusCode() >= 500:
+		return fmt.Sprintf("EC2 server error (HTTP %d)", re.HTTPStatusCode())
+	case errors.As(err, &re) && re.HTTPStatusCode() > 0:
+		return fmt.Sprintf("EC2 answered HTTP %d", re.HTTPStatusCode())
+	default:
+		return "could not reach EC2"
+	}
 }
 
 // errorCode returns the EC2 error code of err, or "".

@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	ec2sdk "github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/natganker/natganker/ec2/ec2test"
 )
@@ -653,5 +655,125 @@ func TestClient_CallTimeout(t *testing.T) {
 	}
 	if n := f.proxy.Stats()["DescribeInstances"]; n != 2 {
 		t.Errorf("DescribeInstances calls = %d, want 2 attempts", n)
+	}
+}
+
+// logBuffer collects a logger's output; the SDK logs from its own goroutines.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// warnings returns the lines logged at warn level.
+func (l *logBuffer) warnings() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, line := range strings.Split(l.b.String(), "\n") {
+		if strings.Contains(line, "[WARN]") {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+func TestClient_AttemptWarnings(t *testing.T) {
+	newLogged := func(t *testing.T, o Options) (*fixture, *logBuffer) {
+		t.Helper()
+		var buf logBuffer
+		o.Logger = hclog.New(&hclog.LoggerOptions{Name: "test", Level: hclog.Debug, Output: &buf})
+		return newFixture(t, standardSpec(), ec2test.ProxyOptions{}, o), &buf
+	}
+
+	// EC2 accepts the call and never answers: the operator hears of it after the first
+	// attempt, while the call is still being retried.
+	t.Run("HungEC2", func(t *testing.T) {
+		const timeout = 300 * time.Millisecond
+		f, buf := newLogged(t, Options{CallTimeout: timeout, MaxAttempts: 5})
+		f.proxy.Hang("DescribeInstances")
+		done := make(chan error, 1)
+		go func() {
+			_, err := f.client.InstanceState(ctxT(t), f.inst(0))
+			done <- err
+		}()
+		deadline := time.Now().Add(20 * time.Second)
+		for len(buf.warnings()) == 0 {
+			select {
+			case err := <-done:
+				t.Fatalf("call ended (err %v) before any warning", err)
+			default:
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("no warning 20s into a hung call")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		// The call cannot end while EC2 hangs: the warning came before the last attempt.
+		select {
+		case err := <-done:
+			t.Fatalf("call ended (err %v) while EC2 still hung", err)
+		default:
+		}
+		f.proxy.Unhang()
+		if err := <-done; err != nil {
+			t.Fatalf("call after EC2 answers again: %v", err)
+		}
+
+		warns := buf.warnings()
+		first := warns[0]
+		for _, want := range []string{"ec2 call attempt failed; retrying", "operation=DescribeInstances", "attempt=1/5", "took=", `reason="no answer within the call timeout (300ms)"`} {
+			if !strings.Contains(first, want) {
+				t.Errorf("warning %q lacks %q", first, want)
+			}
+		}
+		took := regexp.MustCompile(`took=(\S+)`).FindStringSubmatch(first)
+		if d, err := time.ParseDuration(took[1]); err != nil || d < timeout {
+			t.Errorf("warning says the attempt took %s, want at least the call timeout %v", took[1], timeout)
+		}
+		// One line per failed attempt: every attempt but the last, successful one.
+		if n := f.proxy.Stats()["DescribeInstances"]; len(warns) != n-1 {
+			t.Errorf("%d warnings for %d attempts, want one per failed attempt:\n%s", len(warns), n, strings.Join(warns, "\n"))
+		}
+	})
+
+	for _, tc := range []struct {
+		name        string
+		maxAttempts int
+		fail        int
+		code        string
+		wantErr     bool
+		want        []string // attempt numbers warned about
+		reason      string
+	}{
+		{name: "ServerErrorsThenSuccess", maxAttempts: 3, fail: 2, code: "InternalError", want: []string{"attempt=1/3", "attempt=2/3"}, reason: "EC2 server error (HTTP 500)"},
+		{name: "Throttled", maxAttempts: 3, fail: 1, code: "RequestLimitExceeded", want: []string{"attempt=1/3"}, reason: "throttled by EC2"},
+		// The last failure is returned to the caller, not warned about.
+		{name: "LastAttemptNotWarned", maxAttempts: 2, fail: 2, code: "Unavailable", wantErr: true, want: []string{"attempt=1/2"}, reason: "EC2 server error (HTTP 503)"},
+		// An answer that retrying cannot change is no attempt failure.
+		{name: "NotRetryable", maxAttempts: 3, fail: 1, code: "InvalidParameterValue", wantErr: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, buf := newLogged(t, Options{MaxAttempts: tc.maxAttempts})
+			f.proxy.FailNext("DescribeInstances", tc.fail, tc.code)
+			_, err := f.client.InstanceState(ctxT(t), f.inst(0))
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("err = %v, want error %v", err, tc.wantErr)
+			}
+			warns := buf.warnings()
+			if len(warns) != len(tc.want) {
+				t.Fatalf("warnings:\n%s\nwant %d", strings.Join(warns, "\n"), len(tc.want))
+			}
+			for i, w := range tc.want {
+				if !strings.Contains(warns[i], w) || !strings.Contains(warns[i], tc.code) || !strings.Contains(warns[i], `reason="`+tc.reason+`"`) {
+					t.Errorf("warning %q, want %s, %s and reason %q", warns[i], w, tc.code, tc.reason)
+				}
+			}
+		})
 	}
 }

@@ -110,6 +110,49 @@ func TestProxy(t *testing.T) {
 		}
 	})
 
+	t.Run("Hang", func(t *testing.T) {
+		p, ep, upstream := startProxy(t, ProxyOptions{})
+		p.Hang("DescribeInstances")
+		if code, _ := post(t, ep, "DescribeAddresses"); code != http.StatusOK {
+			t.Errorf("other action: status %d", code)
+		}
+
+		// A client that gives up ends the hung call.
+		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		defer cancel()
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, ep+"/", strings.NewReader("Action=DescribeInstances"))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+			t.Fatalf("hung call answered with status %d", resp.StatusCode)
+		}
+		waitFor(t, func() bool { return p.Hanging() == 0 }, "the abandoned call to stop hanging")
+
+		// Unhang lets a hung call through to upstream.
+		done := make(chan int, 1)
+		go func() {
+			resp, err := http.PostForm(ep+"/", url.Values{"Action": {"DescribeInstances"}})
+			if err != nil {
+				done <- 0
+				return
+			}
+			resp.Body.Close()
+			done <- resp.StatusCode
+		}()
+		waitFor(t, func() bool { return p.Hanging() == 1 }, "the call to hang")
+		before := upstream.Load()
+		p.Unhang()
+		if code := <-done; code != http.StatusOK {
+			t.Errorf("released call: status %d", code)
+		}
+		if upstream.Load() != before+1 {
+			t.Errorf("upstream saw %d calls after the release, want 1", upstream.Load()-before)
+		}
+		if s := p.Stats(); s["DescribeInstances"] != 2 {
+			t.Errorf("stats = %v, want both hung calls counted", s)
+		}
+	})
+
 	t.Run("Latency", func(t *testing.T) {
 		_, ep, _ := startProxy(t, ProxyOptions{Latency: 50 * time.Millisecond})
 		start := time.Now()
@@ -146,5 +189,17 @@ func TestMoto(t *testing.T) {
 	vpcs, err := api.DescribeVpcs(ctx, &ec2.DescribeVpcsInput{VpcIds: []string{w.VPCID}})
 	if err == nil && len(vpcs.Vpcs) != 0 {
 		t.Errorf("vpc %s still there after reset", w.VPCID)
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after 10s.
+func waitFor(t *testing.T, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

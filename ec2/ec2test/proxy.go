@@ -23,8 +23,8 @@ type ProxyOptions struct {
 	Throttle bool
 }
 
-// Proxy is an HTTP handler in front of a moto server that adds latency, throttling and injected
-// errors, and counts calls per EC2 action.
+// Proxy is an HTTP handler in front of a moto server that adds latency, throttling, injected
+// errors and hung calls, and counts calls per EC2 action.
 type Proxy struct {
 	upstream string
 	opts     ProxyOptions
@@ -36,6 +36,10 @@ type Proxy struct {
 	mutate   *bucket
 	describe *bucket
 	modify   func(action string, body []byte) []byte
+	hangAll  bool
+	hang     map[string]bool // actions whose calls hang
+	release  chan struct{}   // closed by Unhang: hung calls proceed
+	hanging  int             // calls hung right now
 
 	srv *http.Server
 	ln  net.Listener
@@ -50,6 +54,7 @@ func NewProxy(upstream string, o ProxyOptions) *Proxy {
 		client:   &http.Client{Timeout: 30 * time.Second},
 		stats:    map[string]int{},
 		fail:     map[string][]string{},
+		hang:     map[string]bool{},
 		mutate:   &bucket{burst: 50, rate: 5, tokens: 50, last: now},
 		describe: &bucket{burst: 100, rate: 20, tokens: 100, last: now},
 	}
@@ -67,8 +72,9 @@ func (p *Proxy) Start() (endpoint string, err error) {
 	return "http://" + ln.Addr().String(), nil
 }
 
-// Close stops the server started by Start.
+// Close releases hung calls and stops the server started by Start.
 func (p *Proxy) Close() error {
+	p.Unhang()
 	if p.srv == nil {
 		return nil
 	}
@@ -97,6 +103,42 @@ func (p *Proxy) ModifyResponse(fn func(action string, body []byte) []byte) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.modify = fn
+}
+
+// Hang makes every call of the given actions (of every action when none is given) hang, as an
+// EC2 endpoint that accepts connections and never answers: the call is counted and then waits,
+// unanswered, until the client gives up (the request's context ends) or Unhang is called.
+func (p *Proxy) Hang(actions ...string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.release == nil {
+		p.release = make(chan struct{})
+	}
+	if len(actions) == 0 {
+		p.hangAll = true
+	}
+	for _, a := range actions {
+		p.hang[a] = true
+	}
+}
+
+// Unhang stops hanging calls: the calls hanging now and later ones proceed as usual.
+func (p *Proxy) Unhang() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.release != nil {
+		close(p.release)
+		p.release = nil
+	}
+	p.hangAll = false
+	clear(p.hang)
+}
+
+// Hanging returns how many calls are hanging right now.
+func (p *Proxy) Hanging() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.hanging
 }
 
 // Stats returns how many calls of each action the proxy received, failed ones included.
@@ -141,7 +183,27 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	action := actionOf(r, body)
 	p.mu.Lock()
 	p.stats[action]++
+	var release chan struct{}
+	if p.hangAll || p.hang[action] {
+		release = p.release
+		p.hanging++
+	}
 	p.mu.Unlock()
+
+	if release != nil {
+		var gone bool
+		select {
+		case <-release:
+		case <-r.Context().Done():
+			gone = true
+		}
+		p.mu.Lock()
+		p.hanging--
+		p.mu.Unlock()
+		if gone {
+			return
+		}
+	}
 
 	if p.opts.Latency > 0 {
 		t := time.NewTimer(p.opts.Latency)
