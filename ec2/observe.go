@@ -40,13 +40,43 @@ type Group struct {
 	RouteTableTags map[string]string
 	// DiscoverTargets are the instance ids of the cluster members: every route table in the VPC
 	// whose route for one of Destinations points at one of them (or at one of their network
-	// interfaces) is managed as well.
+	// interfaces) is managed as well, unless one of OtherGroups names or tags it.
 	DiscoverTargets []string
 	// VPCID is the VPC searched for tagged and discovered route tables; "" is the VPC of
 	// Self.InstanceID.
 	VPCID string
 	// Destinations are the CIDR blocks routed through the owner; default ["0.0.0.0/0"].
 	Destinations []string
+	// OtherGroups are the route-table selections of the agent's other groups. A table one of
+	// them names or tags belongs to that group alone: discovery never selects it for this group.
+	// A table this group names or tags itself stays managed by this group, and is reported in
+	// Observation.Problems when another group selects it too.
+	OtherGroups []TableSelection
+}
+
+// TableSelection is how one group selects its route tables, by id and by tags.
+type TableSelection struct {
+	Group         string
+	RouteTableIDs []string
+	// RouteTableTags selects every table carrying all these tags; empty selects none.
+	RouteTableTags map[string]string
+}
+
+// selects reports whether s names or tags route table t.
+func (s TableSelection) selects(t types.RouteTable) bool {
+	return slices.Contains(s.RouteTableIDs, aws.ToString(t.RouteTableId)) ||
+		(len(s.RouteTableTags) > 0 && hasTags(t.Tags, s.RouteTableTags))
+}
+
+// selectedByOthers returns the other groups that name or tag t.
+func (g Group) selectedByOthers(t types.RouteTable) []string {
+	var out []string
+	for _, o := range g.OtherGroups {
+		if o.selects(t) && !slices.Contains(out, o.Group) {
+			out = append(out, o.Group)
+		}
+	}
+	return out
 }
 
 func (g Group) destinations() []string {
@@ -303,7 +333,8 @@ func (c *Client) describeRouteTables(ctx context.Context, filters []types.Filter
 }
 
 // readTables reads every route table of the VPC in one call and selects the managed ones:
-// configured ids, tag matches and tables routing a destination via a cluster member.
+// configured ids, tag matches and tables routing a destination via a cluster member, except
+// tables another group names or tags.
 func (c *Client) readTables(ctx context.Context, g Group, m me) tablesRead {
 	var r tablesRead
 	all, err := c.describeRouteTables(ctx, []types.Filter{{Name: aws.String("vpc-id"), Values: []string{m.vpcID}}})
@@ -345,6 +376,9 @@ func (c *Client) readTables(ctx context.Context, g Group, m me) tablesRead {
 		dests := g.destinations()
 		n := 0
 		for id, t := range byID {
+			if _, own := selected[id]; !own && len(g.selectedByOthers(t)) > 0 {
+				continue // another group's table, though it routes via a member
+			}
 			for _, rt := range t.Routes {
 				if !slices.Contains(dests, aws.ToString(rt.DestinationCidrBlock)) {
 					continue
@@ -384,7 +418,13 @@ func (c *Client) readTables(ctx context.Context, g Group, m me) tablesRead {
 	}
 
 	for _, id := range slices.Sorted(maps.Keys(selected)) {
-		r.tables = append(r.tables, selected[id])
+		t := selected[id]
+		r.tables = append(r.tables, t)
+		if slices.Contains(g.RouteTableIDs, id) || (len(g.RouteTableTags) > 0 && hasTags(t.Tags, g.RouteTableTags)) {
+			for _, other := range g.selectedByOthers(t) {
+				r.problems = append(r.problems, fmt.Sprintf("route table %s is selected by group %q too", id, other))
+			}
+		}
 	}
 	return r
 }
