@@ -254,8 +254,9 @@ gossip {
   peers       = ["198.18.1.11", "198.18.2.11"]
 }
 group "az-a" {
-  priority   = 200
-  elastic_ip = "eipalloc-0123456789abcdef0"
+  priority     = 200
+  elastic_ip   = "eipalloc-0123456789abcdef0"
+  route_tables = ["rtb-0a0a0a0a"]
 }
 group "az-b" {
   priority     = 100
@@ -302,9 +303,9 @@ func TestValidate(t *testing.T) {
 		name, config string
 		want         []string
 	}{
-		{"UnknownAttribute", strings.Replace(goodConfig, "priority   = 200", "priority   = 200\n  prio = 1", 1),
-			[]string{"agent.hcl:8,3", `"prio" is not expected here`}},
-		{"BadValue", strings.Replace(goodConfig, "priority   = 200", "priority   = 0", 1),
+		{"UnknownAttribute", strings.Replace(goodConfig, "priority     = 200", "priority     = 200\n  prio = 1", 1),
+			[]string{"agent.hcl:8,3", `unknown attribute "prio"`}},
+		{"BadValue", strings.Replace(goodConfig, "priority     = 200", "priority     = 0", 1),
 			[]string{`group "az-a".priority`, "0"}},
 		{"NotHCL", "group {", []string{"agent.hcl:1"}},
 	}

@@ -158,6 +158,11 @@ func TestWithMoto(t *testing.T) {
 			t.Errorf("members: code %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 		}
 
+		// An agent takes over only from what it has read in EC2: wait for the first read.
+		waitFor(t, 20*time.Second, "the agent to read EC2", func() bool {
+			st, err := client.Status(context.Background())
+			return err == nil && len(st.Groups) == 1 && !st.Groups[0].ObservedAt.IsZero()
+		})
 		r = run(t, "takeover", "-group", "egress", "-socket", sock)
 		if r.code != 0 || r.stdout != "egress: this node owns the group\n" {
 			t.Errorf("takeover: code %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
