@@ -225,7 +225,7 @@ func (s section) value(attr *hcl.Attribute, ty cty.Type, want string) (cty.Value
 			-maxExponent, maxExponent)
 		return cty.NilVal, false
 	}
-	cv, err := convert.Convert(v, ty)
+	cv, err := convertValue(v, ty)
 	if err != nil || !cv.IsWhollyKnown() {
 		s.errorf(attr, "must be %s (got %s)", want, showValue(v))
 		return cty.NilVal, false
@@ -235,6 +235,44 @@ func (s section) value(attr *hcl.Attribute, ty cty.Type, want string) (cty.Value
 	}
 	s.d.cfg.ranges[s.key+"."+attr.Name] = attr.Expr.Range()
 	return cv, true
+}
+
+// convertValue is convert.Convert, element by element for a list or map of primitives:
+// cty's conversion of a tuple to a list compares the types of every pair of elements,
+// which takes half a second for 8000 strings.
+func convertValue(v cty.Value, ty cty.Type) (cty.Value, error) {
+	vt := v.Type()
+	collection := vt.IsTupleType() || vt.IsListType() || vt.IsSetType()
+	if ty.IsMapType() {
+		collection = vt.IsObjectType() || vt.IsMapType()
+	}
+	if !(ty.IsListType() || ty.IsMapType()) || !ty.ElementType().IsPrimitiveType() || !collection {
+		return convert.Convert(v, ty)
+	}
+	if v.LengthInt() == 0 {
+		if ty.IsListType() {
+			return cty.ListValEmpty(ty.ElementType()), nil
+		}
+		return cty.MapValEmpty(ty.ElementType()), nil
+	}
+	var list []cty.Value
+	elems := make(map[string]cty.Value)
+	for it := v.ElementIterator(); it.Next(); {
+		k, e := it.Element()
+		ce, err := convert.Convert(e, ty.ElementType())
+		if err != nil {
+			return cty.NilVal, err
+		}
+		if ty.IsListType() {
+			list = append(list, ce)
+		} else {
+			elems[k.AsString()] = ce
+		}
+	}
+	if ty.IsListType() {
+		return cty.ListVal(list), nil
+	}
+	return cty.MapVal(elems), nil
 }
 
 // plain reports whether expr is a value written out: a string without interpolation, a
