@@ -37,9 +37,11 @@ type cluster struct {
 	dir   string
 	// plaintext runs the cluster without a gossip key.
 	plaintext bool
-	agents    []*Agent
-	mu        sync.Mutex
-	logs      []string
+	// keys gives an agent (by index) another gossip key than the cluster's.
+	keys   map[int]string
+	agents []*Agent
+	mu     sync.Mutex
+	logs   []string
 }
 
 func newCluster(t testing.TB, prios ...int) *cluster {
@@ -125,7 +127,7 @@ ec2 {
 control {
   state_file = "%s"
 }
-`, c.addr(i), c.port, strings.Join(peers, ", "), c.keyLine(), c.prios[i], c.world.AllocationID,
+`, c.addr(i), c.port, strings.Join(peers, ", "), c.keyLine(i), c.prios[i], c.world.AllocationID,
 		c.world.RouteTableIDs[0], c.world.RouteTableIDs[1], c.delay, c.moto.Endpoint, c.world.Region,
 		filepath.Join(c.dir, fmt.Sprintf("state-%d.json", i)))
 	cfg, err := config.Parse("agent.hcl", []byte(hcl))
@@ -135,9 +137,12 @@ control {
 	return cfg
 }
 
-func (c *cluster) keyLine() string {
+func (c *cluster) keyLine(i int) string {
 	if c.plaintext {
 		return "insecure_plaintext = true"
+	}
+	if k, ok := c.keys[i]; ok {
+		return fmt.Sprintf("encrypt_key = %q", k)
 	}
 	return fmt.Sprintf("encrypt_key = %q", c.key)
 }
@@ -437,6 +442,49 @@ func TestCluster_ThreeAgents(t *testing.T) {
 	}
 	if st.Groups[0].DesiredOwner != c.world.Instances[1].ID {
 		t.Fatalf("nat3 thinks %s should own", st.Groups[0].DesiredOwner)
+	}
+}
+
+// TestCluster_WrongKeyNodeTakesNothing (defect 1): a third agent, highest priority, started
+// with another gossip key cannot read the cluster. It must not take the group from the
+// healthy owner, and both sides must say plainly that a key differs.
+func TestCluster_WrongKeyNodeTakesNothing(t *testing.T) {
+	c := newCluster(t, 200, 100, 300)
+	c.keys = map[int]string{2: base64.StdEncoding.EncodeToString([]byte("another-key-of-thirty-two-bytes!"))}
+	a := c.start(0)
+	c.start(1)
+	c.waitMembers(a, 2)
+	c.waitOwner(0, 10*time.Second)
+	wrong := c.start(2)
+	deadline := time.Now().Add(15 * time.Second)
+	for !c.logged("runs with another gossip key") {
+		if time.Now().After(deadline) {
+			t.Fatal("the node with the wrong key never decided about the owner")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Its verdict stands across several more decision rounds and burst expiries.
+	c.stays(0, 3*time.Second)
+	if !c.logged("runs with a different gossip key") || !c.logged("cannot decrypt gossip from this address") {
+		t.Error("no loud log line naming the key mismatch")
+	}
+	ms, err := a.Members(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, m := range ms {
+		found = found || (m.State == StateOtherKey && m.Address == c.addr(2))
+	}
+	if !found {
+		t.Errorf("members on the owner does not show %s as using another key: %+v", c.addr(2), ms)
+	}
+	st, err := wrong.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Groups[0].LastTakeover != nil {
+		t.Fatalf("the node with the wrong key took over: %+v", st.Groups[0].LastTakeover)
 	}
 }
 

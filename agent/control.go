@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -14,13 +15,20 @@ import (
 
 var _ Controller = (*Agent)(nil)
 
+// StateOtherKey is the state members shows for an address whose gossip this node cannot
+// decrypt.
+const StateOtherKey = "other-key"
+
+// errShuttingDown answers a takeover still waiting when the agent starts shutting down.
+var errShuttingDown = errors.New("this node is shutting down")
+
 // Members lists every peer this agent knows, itself included.
 func (a *Agent) Members(ctx context.Context) ([]MemberView, error) {
 	var out []MemberView
 	err := a.do(ctx, func() {
 		self := MemberView{Name: a.id.InstanceID, Address: a.gossip.LocalAddr(), State: string(gossip.StateAlive),
-			Self: true, Healthy: a.healthy, Reason: a.healthReason}
-		if a.leaving {
+			Self: true, Healthy: a.health.healthy, Reason: a.health.reason}
+		if a.leave != nil {
 			self.State = "leaving"
 		}
 		for _, g := range a.groups {
@@ -46,8 +54,19 @@ func (a *Agent) Members(ctx context.Context) ([]MemberView, error) {
 			}
 			out = append(out, v)
 		}
+		// Nodes whose gossip cannot be decrypted are not members, but the operator must see
+		// them: they are almost always a node set up with another key.
+		for _, u := range a.gossip.Unreadable() {
+			out = append(out, MemberView{Name: "?", Address: u.Addr, State: StateOtherKey,
+				Reason: "sends gossip this node cannot decrypt: it uses a different gossip key (or none); last heard " + u.Last.UTC().Format(time.RFC3339)})
+		}
 	})
-	sort.SliceStable(out[min(1, len(out)):], func(i, j int) bool { return out[i+1].Name < out[j+1].Name })
+	sort.SliceStable(out[min(1, len(out)):], func(i, j int) bool {
+		if out[i+1].Name != out[j+1].Name {
+			return out[i+1].Name < out[j+1].Name
+		}
+		return out[i+1].Address < out[j+1].Address
+	})
 	return out, err
 }
 
@@ -116,9 +135,6 @@ func (a *Agent) Takeover(ctx context.Context, groups []string) (ActionResult, er
 	var waits []chan error
 	var names []string
 	err := a.onGroups(ctx, groups, &res, func(g *groupState) string {
-		if !a.healthy {
-			return fmt.Sprintf("%s: not taken: this node is unhealthy (%s)", g.cfg.Name, a.healthReason)
-		}
 		g.yielded = false
 		g.force = true
 		w := make(chan error, 1)
@@ -195,13 +211,20 @@ func joinLines(a, b string) string {
 	return a + "\n" + b
 }
 
-// GroupSpec is what the agent asks EC2 about for a configured group, for tools such as
-// `validate -remote` that read EC2 without running an agent.
-func GroupSpec(g config.Group, members []string) ec2.Group {
+// GroupSpec is what the agent asks EC2 about for the configured group g of cfg, for tools
+// such as `validate -remote` that read EC2 without running an agent. members are the
+// cluster's instance ids, for discovery. The route tables the other groups name or tag are
+// theirs alone: discovery never takes them for g.
+func GroupSpec(cfg *config.Config, g config.Group, members []string) ec2.Group {
 	s := ec2.Group{Name: g.Name, ElasticIP: g.ElasticIP, RouteTableIDs: g.RouteTables, RouteTableTags: g.RouteTableTags, Destinations: g.Destinations}
 	if g.DiscoverRouteTables {
 		s.DiscoverTargets = append([]string(nil), members...)
 		sort.Strings(s.DiscoverTargets)
+	}
+	for _, o := range cfg.Groups {
+		if o.Name != g.Name {
+			s.OtherGroups = append(s.OtherGroups, ec2.TableSelection{Group: o.Name, RouteTableIDs: o.RouteTables, RouteTableTags: o.RouteTableTags})
+		}
 	}
 	return s
 }

@@ -2,9 +2,16 @@ package agent
 
 import (
 	"fmt"
+	"slices"
 	"sort"
+	"strings"
 	"time"
 )
+
+// splitSettle is how long EC2 must show a group's Elastic IP and routes on different
+// instances before the desired owner repairs it: longer than one claim takes to move both,
+// so that a takeover in progress is not mistaken for a split.
+const splitSettle = time.Second
 
 // Action is what the decision asks the agent to do for a group.
 type Action int
@@ -17,6 +24,8 @@ const (
 	ActClaim
 	// ActConfirm: the owner looks gone; probe it directly before believing that.
 	ActConfirm
+	// ActRefuse: the operator asked for a takeover this node must not do; tell them why.
+	ActRefuse
 )
 
 func (a Action) String() string {
@@ -25,6 +34,8 @@ func (a Action) String() string {
 		return "claim"
 	case ActConfirm:
 		return "confirm"
+	case ActRefuse:
+		return "refuse"
 	default:
 		return "none"
 	}
@@ -46,11 +57,41 @@ type Peer struct {
 	Priority int
 	Yielded  bool
 	Leaving  bool
+	// Owns: it says it holds the group (its own read of EC2).
+	Owns bool
 }
 
 // Eligible reports whether the peer may own the group.
 func (p Peer) Eligible() bool {
 	return p.Alive && p.Healthy && p.InGroup && !p.Yielded && !p.Leaving
+}
+
+// outranks reports whether p comes before q in the order of ownership.
+func (p Peer) outranks(q Peer) bool {
+	if p.Priority != q.Priority {
+		return p.Priority > q.Priority
+	}
+	return p.Name < q.Name
+}
+
+// Route is one managed route as the decision sees it.
+type Route struct {
+	Table, Destination string
+	// Target is the instance the route sends traffic to, "" when there is none (missing, or
+	// another kind of target). A route through an interface that is not the one this
+	// agent's targeting mode uses names that interface instead.
+	Target string
+	// State is active, blackhole or missing.
+	State string
+}
+
+func (r Route) active() bool { return r.State == "active" && r.Target != "" }
+
+func (r Route) String() string {
+	if r.Target == "" {
+		return fmt.Sprintf("%s %s is %s", r.Table, r.Destination, r.State)
+	}
+	return fmt.Sprintf("%s %s is %s via %s", r.Table, r.Destination, r.State, r.Target)
 }
 
 // View is everything one decision for one group depends on: a snapshot, no live state.
@@ -65,25 +106,37 @@ type View struct {
 
 	// Observed is false until EC2 has been read once; nothing is decided before that.
 	Observed bool
+	// ObservedAt is when the EC2 read behind Owner and Routes was taken.
+	ObservedAt time.Time
 	// Owner is the instance EC2 says holds the group's Elastic IP ("" when unassociated).
 	Owner string
 	// OwnerRunning: EC2 reports the owner instance running (or its state is unknown).
 	OwnerRunning bool
 	// OwnerSince is when this node first saw Owner hold the group.
 	OwnerSince time.Time
-	// Drift: this node owns the EIP but some managed route does not point at it.
-	Drift       bool
-	DriftReason string
+	// Routes are the group's managed routes as EC2 reported them.
+	Routes []Route
+	// LayoutSince is since when EC2 has shown the Elastic IP and every route where they
+	// point now.
+	LayoutSince time.Time
 	// SelfEligibleSince is when this node last became eligible without interruption.
 	SelfEligibleSince time.Time
 	// DisplacedBy names the instance that took the group from this node while this node
 	// could not see it: a partition, not a death, as far as this node can tell.
 	DisplacedBy string
 	// OwnerConfirmedDead: a direct probe burst, sent after the owner was last seen
-	// alive, got no answer.
+	// alive, got no answer and its gossip port was closed or unreachable.
 	OwnerConfirmedDead bool
+	// OwnerOtherKey: a recent burst found the owner's gossip port open but no answer to
+	// probes sealed with this node's key. The owner is up; this node cannot read it.
+	OwnerOtherKey bool
+	// OwnerQuiet: the owner, alive as far as memberlist knows, has not shown a sign of life
+	// for several probe intervals.
+	OwnerQuiet bool
 	// StartupGraceOver: long enough since start for peers to have been joined.
 	StartupGraceOver bool
+	// Forced: the operator asked this node to take the group now.
+	Forced bool
 }
 
 // Verdict is the decision for one group.
@@ -93,6 +146,8 @@ type Verdict struct {
 	Desired string
 	// Reason explains the action, or why there is none, in words for the log.
 	Reason string
+	// RecheckAt, when set, is a time at which a fresh read of EC2 may change the decision.
+	RecheckAt time.Time
 }
 
 // Desired returns the eligible member with the highest priority, ties broken by name.
@@ -106,12 +161,7 @@ func Desired(peers map[string]Peer) string {
 	if len(best) == 0 {
 		return ""
 	}
-	sort.Slice(best, func(i, j int) bool {
-		if best[i].Priority != best[j].Priority {
-			return best[i].Priority > best[j].Priority
-		}
-		return best[i].Name < best[j].Name
-	})
+	sort.Slice(best, func(i, j int) bool { return best[i].outranks(best[j]) })
 	return best[0].Name
 }
 
@@ -119,20 +169,42 @@ func Desired(peers map[string]Peer) string {
 // this node: releasing a group is done by advertising (yield, unhealthy, leaving) so that
 // the peer that should own it takes it.
 func Decide(v View) Verdict {
+	out := decide(v)
+	// While the owner is quiet and this node would replace it, probe it directly now, so
+	// that the verdict is ready when memberlist declares the death.
+	if out.Action == ActNone && quietLead(v) {
+		out.Action = ActConfirm
+		out.Reason = fmt.Sprintf("owner %s has been quiet: probing it directly ahead of gossip's verdict", v.Owner)
+	}
+	return out
+}
+
+func decide(v View) Verdict {
 	desired := Desired(v.Peers)
-	none := func(format string, args ...any) Verdict {
-		return Verdict{Action: ActNone, Desired: desired, Reason: fmt.Sprintf(format, args...)}
+	verdict := func(a Action, format string, args ...any) Verdict {
+		return Verdict{Action: a, Desired: desired, Reason: fmt.Sprintf(format, args...)}
 	}
-	claim := func(format string, args ...any) Verdict {
-		return Verdict{Action: ActClaim, Desired: desired, Reason: fmt.Sprintf(format, args...)}
-	}
+	none := func(format string, args ...any) Verdict { return verdict(ActNone, format, args...) }
+	claim := func(format string, args ...any) Verdict { return verdict(ActClaim, format, args...) }
 	if !v.Observed {
+		if v.Forced {
+			return verdict(ActRefuse, "EC2 has not been read yet")
+		}
 		return none("waiting for the first read of EC2")
 	}
 	self := v.Peers[v.Self]
+	if v.Forced {
+		switch {
+		case self.Leaving:
+			return verdict(ActRefuse, "this node is shutting down")
+		case !self.Healthy:
+			return verdict(ActRefuse, "this node is unhealthy (%s)", self.Reason)
+		}
+		return claim("operator asked for a takeover")
+	}
 	if v.Owner == v.Self {
-		if self.Eligible() && v.Drift {
-			return claim("repair: %s", v.DriftReason)
+		if d := drifted(v); self.Eligible() && len(d) > 0 {
+			return claim("repair: %s", strings.Join(d, "; "))
 		}
 		return none("this node owns the group")
 	}
@@ -158,9 +230,18 @@ func Decide(v View) Verdict {
 		case owner.Yielded:
 			return claim("owner %s yielded", v.Owner)
 		}
-		// A live, healthy owner with a lower priority: failback rules.
+		// A live, healthy owner with a lower priority: failback rules, unless the group is
+		// split, which is drift to repair toward this node now.
 		if v.ManualFailback {
 			return none("failback is manual: %s keeps the group until it yields", v.Owner)
+		}
+		if others := splitTargets(v); len(others) > 0 {
+			if settled := v.LayoutSince.Add(splitSettle); v.ObservedAt.Before(settled) {
+				out := none("split: elastic IP on %s, routes on %s; repairing unless the next read shows it resolved", v.Owner, strings.Join(others, ", "))
+				out.RecheckAt = settled
+				return out
+			}
+			return claim("split: elastic IP on %s, routes on %s", v.Owner, strings.Join(others, ", "))
 		}
 		since := latest(v.SelfEligibleSince, v.OwnerSince, owner.Since)
 		if wait := v.FailbackDelay - v.Now.Sub(since); wait > 0 {
@@ -172,13 +253,15 @@ func Decide(v View) Verdict {
 		return none("%s took the group while unreachable from here and EC2 reports it running: not taking it back across a partition", v.Owner)
 	}
 	if known {
-		if owner.Left {
+		switch {
+		case owner.Left:
 			return claim("owner %s left the cluster", v.Owner)
-		}
-		if v.OwnerConfirmedDead {
+		case v.OwnerConfirmedDead:
 			return claim("owner %s is dead (confirmed by direct probes)", v.Owner)
+		case v.OwnerOtherKey:
+			return none("gossip lost owner %s but its gossip port is open and it does not answer probes sealed with this node's key: it is up with another key; not taking over", v.Owner)
 		}
-		return Verdict{Action: ActConfirm, Desired: desired, Reason: fmt.Sprintf("owner %s declared dead by gossip", v.Owner)}
+		return verdict(ActConfirm, "owner %s declared dead by gossip", v.Owner)
 	}
 	// The owner is an instance this node has never seen in the cluster.
 	if !v.OwnerRunning {
@@ -187,10 +270,71 @@ func Decide(v View) Verdict {
 	if !v.StartupGraceOver {
 		return none("waiting for peers before deciding about %s", v.Owner)
 	}
+	if v.OwnerOtherKey {
+		return none("owner %s is not a member, but its gossip port is open and it does not answer probes sealed with this node's key: it runs with another gossip key; not taking over a running owner", v.Owner)
+	}
 	if v.OwnerConfirmedDead {
 		return claim("owner %s is not a member and does not answer", v.Owner)
 	}
-	return Verdict{Action: ActConfirm, Desired: desired, Reason: fmt.Sprintf("owner %s is not a member", v.Owner)}
+	return verdict(ActConfirm, "owner %s is not a member", v.Owner)
+}
+
+// quietLead reports whether the owner, still alive to memberlist, has gone quiet while this
+// node is the one that would replace it, and no burst has found it gone yet.
+func quietLead(v View) bool {
+	if !v.OwnerQuiet || v.OwnerConfirmedDead || v.Owner == "" || v.Owner == v.Self {
+		return false
+	}
+	if owner, ok := v.Peers[v.Owner]; !ok || !owner.Alive {
+		return false
+	}
+	without := make(map[string]Peer, len(v.Peers))
+	for name, p := range v.Peers {
+		if name != v.Owner {
+			without[name] = p
+		}
+	}
+	return Desired(without) == v.Self
+}
+
+// drifted lists the managed routes the owner (this node) must point back at itself. A route
+// on a live peer that says it owns the group, or that outranks this node and may take it
+// (its claim moves the routes and the Elastic IP together), is that peer's to finish: not
+// drift to fight over. With manual failback nobody takes the group back, so the owner keeps
+// every route. A route on an instance not seen yet waits for the start-up grace.
+func drifted(v View) []string {
+	self := v.Peers[v.Self]
+	var out []string
+	for _, r := range v.Routes {
+		if r.active() && r.Target == v.Self {
+			continue
+		}
+		if r.active() {
+			p, ok := v.Peers[r.Target]
+			if ok && p.Alive && (p.Owns || (!v.ManualFailback && p.Eligible() && p.outranks(self))) {
+				continue
+			}
+			// Just after start a route may point at a peer that has not joined yet.
+			if !ok && !v.StartupGraceOver {
+				continue
+			}
+		}
+		out = append(out, r.String())
+	}
+	return out
+}
+
+// splitTargets names the instances other than the Elastic IP's holder that managed routes
+// send traffic to, sorted.
+func splitTargets(v View) []string {
+	var out []string
+	for _, r := range v.Routes {
+		if r.active() && r.Target != v.Owner && !slices.Contains(out, r.Target) {
+			out = append(out, r.Target)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 func ineligibleReason(p Peer) string {

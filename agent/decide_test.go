@@ -29,6 +29,10 @@ func peers(ps ...Peer) map[string]Peer {
 
 func with(p Peer, f func(*Peer)) Peer { f(&p); return p }
 
+func route(table, target, state string) Route {
+	return Route{Table: table, Destination: "0.0.0.0/0", Target: target, State: state}
+}
+
 // base is the view of node "b" (priority 100) in a two-node cluster where "a" (200) owns.
 func base() View {
 	return View{
@@ -135,12 +139,111 @@ func TestDecide(t *testing.T) {
 
 		// Drift: this node owns the EIP but a route points elsewhere.
 		{name: "DriftRepaired", view: func(v *View) {
-			v.Self, v.Owner, v.Drift, v.DriftReason = "a", "a", true, "rtb-1 0.0.0.0/0 is blackhole"
-		}, want: ActClaim, reason: "repair: rtb-1"},
+			v.Self, v.Owner = "a", "a"
+			v.Routes = []Route{route("rtb-1", "", "blackhole"), route("rtb-2", "a", "active")}
+		}, want: ActClaim, reason: "repair: rtb-1 0.0.0.0/0 is blackhole"},
 		{name: "DriftNotRepairedWhileYielded", view: func(v *View) {
-			v.Self, v.Owner, v.Drift = "a", "a", true
+			v.Self, v.Owner = "a", "a"
+			v.Routes = []Route{route("rtb-1", "", "missing")}
 			v.Peers["a"] = with(alive("a", 200), func(p *Peer) { p.Yielded = true })
 		}, want: ActNone},
+		{name: "DriftOnLowerPeerRepaired", view: func(v *View) {
+			v.Self, v.Owner = "a", "a"
+			v.Routes = []Route{route("rtb-1", "b", "active")}
+		}, want: ActClaim, reason: "repair: rtb-1 0.0.0.0/0 is active via b"},
+		{name: "DriftNotFoughtWithOutrankingPeer", view: func(v *View) {
+			// b owns the EIP (moved by hand) while a, which outranks it, has the routes:
+			// a repairs that split toward itself; b must not fight it.
+			v.Owner = "b"
+			v.Routes = []Route{route("rtb-1", "a", "active")}
+			v.Peers["b"] = alive("b", 100)
+		}, want: ActNone, reason: "this node owns the group"},
+		{name: "DriftNotFoughtWithPeerThatSaysItOwns", view: func(v *View) {
+			v.Self, v.Owner = "a", "a"
+			v.Routes = []Route{route("rtb-1", "b", "active")}
+			v.Peers["b"] = with(alive("b", 100), func(p *Peer) { p.Owns = true })
+		}, want: ActNone},
+		{name: "DriftManualFailbackOwnerKeepsRoutes", view: func(v *View) {
+			// With manual failback nobody takes the group back, so the owner repairs even
+			// routes on a peer that outranks it.
+			v.Self, v.Owner, v.ManualFailback = "b", "b", true
+			v.Routes = []Route{route("rtb-1", "a", "active")}
+		}, want: ActClaim, reason: "repair"},
+		{name: "DriftToUnseenInstanceWaitsForPeers", view: func(v *View) {
+			v.Self, v.Owner, v.StartupGraceOver = "a", "a", false
+			v.Routes = []Route{route("rtb-1", "i-new", "active")}
+		}, want: ActNone},
+		{name: "DriftToUnseenInstanceAfterGrace", view: func(v *View) {
+			v.Self, v.Owner = "a", "a"
+			v.Routes = []Route{route("rtb-1", "i-new", "active")}
+		}, want: ActClaim, reason: "via i-new"},
+		{name: "DriftOnlyOnAFreshRead", view: func(v *View) { v.Self, v.Owner = "a", "a" }, want: ActNone},
+
+		// Split: EIP on one instance, routes on another (EIP moved by hand to b). Seen from a.
+		{name: "SplitRepairedOnceSettled", view: func(v *View) {
+			v.Self, v.Owner, v.OwnerSince = "a", "b", v.Now.Add(-2*time.Second)
+			v.LayoutSince, v.ObservedAt = v.Now.Add(-2*time.Second), v.Now.Add(-100*time.Millisecond)
+			v.Routes = []Route{route("rtb-1", "a", "active"), route("rtb-2", "a", "active")}
+		}, want: ActClaim, desired: "a", reason: "split: elastic IP on b, routes on a"},
+		{name: "SplitFirstSeenReadsAgain", view: func(v *View) {
+			v.Self, v.Owner, v.OwnerSince = "a", "b", v.Now.Add(-200*time.Millisecond)
+			v.LayoutSince, v.ObservedAt = v.Now.Add(-200*time.Millisecond), v.Now.Add(-200*time.Millisecond)
+			v.Routes = []Route{route("rtb-1", "a", "active")}
+		}, want: ActNone, reason: "unless the next read shows it resolved"},
+		{name: "SplitNotRepairedByLowerPriority", view: func(v *View) {
+			v.Owner, v.LayoutSince, v.ObservedAt = "a", t0, v.Now
+			v.Routes = []Route{route("rtb-1", "b", "active")}
+		}, want: ActNone, reason: "a should own"},
+		{name: "SplitManualFailbackLeftToOwner", view: func(v *View) {
+			v.Self, v.Owner, v.ManualFailback = "a", "b", true
+			v.LayoutSince, v.ObservedAt = t0, v.Now
+			v.Routes = []Route{route("rtb-1", "a", "active")}
+		}, want: ActNone, reason: "failback is manual"},
+		{name: "NoSplitWaitsForFailbackDelay", view: func(v *View) {
+			v.Self, v.Owner, v.OwnerSince = "a", "b", v.Now.Add(-2*time.Second)
+			v.LayoutSince, v.ObservedAt = t0, v.Now
+			v.Routes = []Route{route("rtb-1", "b", "active"), route("rtb-2", "", "missing")}
+		}, want: ActNone, reason: "failback from b in 28s"},
+
+		// The operator's takeover.
+		{name: "ForcedTakesFromHealthyOwner", view: func(v *View) { v.Forced = true }, want: ActClaim, reason: "operator asked"},
+		{name: "ForcedWhileOwning", view: func(v *View) { v.Self, v.Owner, v.Forced = "a", "a", true }, want: ActClaim, reason: "operator asked"},
+		{name: "ForcedRefusedWhenUnhealthy", view: func(v *View) {
+			v.Forced = true
+			v.Peers["b"] = with(alive("b", 100), func(p *Peer) { p.Healthy = false; p.Reason = "interface pub0 is down" })
+		}, want: ActRefuse, reason: "unhealthy (interface pub0 is down)"},
+		{name: "ForcedRefusedWhenLeaving", view: func(v *View) {
+			v.Forced = true
+			v.Peers["b"] = with(alive("b", 100), func(p *Peer) { p.Leaving = true })
+		}, want: ActRefuse, reason: "shutting down"},
+		{name: "ForcedRefusedBeforeFirstRead", view: func(v *View) { v.Forced, v.Observed = true, false }, want: ActRefuse, reason: "not been read"},
+
+		// The owner goes quiet before memberlist declares it dead.
+		{name: "QuietOwnerProbedEarly", view: func(v *View) { v.OwnerQuiet = true }, want: ActConfirm, desired: "a", reason: "quiet"},
+		{name: "QuietOwnerNotProbedByThirdInLine", view: func(v *View) {
+			v.Self, v.OwnerQuiet = "c", true
+			v.Peers = peers(alive("a", 300), alive("b", 200), alive("c", 100))
+		}, want: ActNone},
+		{name: "QuietOwnerAlreadyConfirmedWaitsForGossip", view: func(v *View) { v.OwnerQuiet, v.OwnerConfirmedDead = true, true },
+			want: ActNone, reason: "a should own"},
+
+		// An owner that runs with another gossip key.
+		{name: "OtherKeyUnknownOwnerNotTaken", view: func(v *View) {
+			// A third node started with the wrong key sees none of the cluster: the owner is
+			// no member of its own view, and EC2 says it runs.
+			v.Self, v.Owner = "c", "a"
+			v.Peers = peers(alive("c", 300))
+			v.OwnerOtherKey = true
+		}, want: ActNone, desired: "c", reason: "another gossip key"},
+		{name: "OtherKeyMemberNotTaken", view: func(v *View) {
+			v.Peers["a"] = dead("a", 200)
+			v.OwnerOtherKey = true
+		}, want: ActNone, reason: "another key"},
+		{name: "OtherKeyUnknownOwnerStoppedInEC2", view: func(v *View) {
+			v.Self, v.Owner, v.OwnerRunning = "c", "a", false
+			v.Peers = peers(alive("c", 300))
+			v.OwnerOtherKey = true
+		}, want: ActClaim, reason: "not running"},
 
 		// An owner instance that never joined the cluster.
 		{name: "UnknownOwnerDuringStartup", view: func(v *View) {
@@ -176,7 +279,7 @@ func TestDecide(t *testing.T) {
 			}
 			// Invariant 1: whatever the view, a claim is only ever for this node, and only
 			// when this node is the one that should own the group or already owns it.
-			if got.Action == ActClaim && got.Desired != v.Self && v.Owner != v.Self {
+			if got.Action == ActClaim && got.Desired != v.Self && v.Owner != v.Self && !v.Forced {
 				t.Fatalf("claim by %s while %q should own", v.Self, got.Desired)
 			}
 		})

@@ -113,7 +113,7 @@ func (c *ValidateCommand) checkRemote(ctx context.Context, cfg *config.Config) e
 	var failed []string
 	for _, g := range cfg.Groups {
 		self := ec2.Self{InstanceID: id.InstanceID, TargetENI: g.Target == config.TargetENI}
-		obs, err := client.Observe(ctx, agent.GroupSpec(g, []string{id.InstanceID}), self)
+		obs, err := client.Observe(ctx, agent.GroupSpec(cfg, g, []string{id.InstanceID}), self)
 		fmt.Fprintf(c.stdout, "\ngroup %s\n", g.Name)
 		if err != nil {
 			fmt.Fprintf(c.stdout, "  error: %v\n", err)

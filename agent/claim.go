@@ -1,0 +1,115 @@
+package agent
+
+import (
+	"context"
+	"time"
+
+	"github.com/natganker/natganker/ec2"
+)
+
+type claimResult struct {
+	g       *groupState
+	view    TakeoverView
+	report  ec2.Report
+	err     error
+	from    string
+	started time.Time
+}
+
+// claim points the group at this node in the background, unless a claim is running or the
+// last one failed too recently.
+func (a *Agent) claim(g *groupState, reason string, now time.Time) {
+	if g.claiming || now.Before(g.nextClaim) {
+		return
+	}
+	g.claiming = true
+	from := g.owner
+	detected := a.detectedAt(g, now)
+	view := TakeoverView{Group: g.cfg.Name, From: from, To: a.id.InstanceID, Reason: reason, Started: now, Detected: now.Sub(detected)}
+	if from != a.id.InstanceID {
+		if c := a.burst(from, now); c != nil && !c.probe.Alive() {
+			view.Confirmed = c.probe.Took
+		}
+	}
+	spec := a.spec(g)
+	// Taking over from another instance is urgent: act on the last read and move
+	// everything it lists at once; the claim itself reads back and fixes what that read
+	// missed. Repairs read first and touch only what drifted.
+	var known *ec2.Observation
+	if from != a.id.InstanceID && g.observed && g.obsErr == nil {
+		obs := g.obs
+		known = &obs
+	}
+	a.spawn(func() {
+		ctx, cancel := context.WithTimeout(a.ctx, 6*a.cfg.EC2.CallTimeout)
+		defer cancel()
+		rep, err := a.deps.Cloud.Claim(ctx, spec, a.self, known)
+		if err == nil {
+			err = rep.Err()
+		}
+		select {
+		case a.claimed <- claimResult{g: g, view: view, report: rep, err: err, from: from, started: now}:
+		case <-a.ctx.Done():
+		}
+	})
+}
+
+// detectedAt is when the reason for the current verdict began: for an owner that went
+// silent, its last sign of life (an ack or an alive message), else when this node first
+// reached the verdict.
+func (a *Agent) detectedAt(g *groupState, now time.Time) time.Time {
+	t := g.trigger
+	if t.IsZero() {
+		t = now
+	}
+	if g.owner != "" && g.owner != a.id.InstanceID && !g.force {
+		if last := a.gossip.LastContact(g.owner); !last.IsZero() && last.Before(t) && !a.isAlive(g.owner) {
+			t = last
+		}
+	}
+	return t
+}
+
+func (a *Agent) onClaimed(r claimResult) {
+	g := r.g
+	g.claiming, g.force = false, false
+	v := r.view
+	v.EIPMoved, v.RoutesMoved, v.Verified = r.report.EIPDone, r.report.RoutesDone, r.report.Verified
+	args := []any{
+		"group", v.Group, "from", orNone(v.From), "to", v.To, "reason", v.Reason,
+		"detected_at", r.started.Add(-v.Detected).UTC().Format(time.RFC3339Nano),
+		"detected_ms", v.Detected.Milliseconds(), "confirmed_ms", v.Confirmed.Milliseconds(),
+		"eip_ms", v.EIPMoved.Milliseconds(), "routes_ms", v.RoutesMoved.Milliseconds(),
+		"verified_ms", v.Verified.Milliseconds(), "routes", len(r.report.Routes),
+	}
+	if r.err != nil {
+		v.Error = r.err.Error()
+		g.failures++
+		backoff := time.Duration(1<<min(g.failures-1, 4)) * time.Second
+		g.nextClaim = time.Now().Add(backoff)
+		a.logger.Error("takeover failed; will retry", append(args, "error", r.err, "retry_in", backoff.String())...)
+	} else {
+		g.failures = 0
+		if r.from != a.id.InstanceID || r.report.EIP.Action == ec2.ActionAssociated {
+			a.logger.Info("takeover", args...)
+		} else {
+			a.logger.Info("repaired", args...)
+		}
+		if g.owner != a.id.InstanceID {
+			g.owner, g.ownerAt = a.id.InstanceID, time.Now()
+		}
+		a.setDisplaced(g, "")
+	}
+	if r.from != a.id.InstanceID || r.err != nil || r.report.EIP.Action == ec2.ActionAssociated {
+		g.last = &v
+	}
+	a.finishWaiters(g, r.err)
+	a.observe(g)
+}
+
+func (a *Agent) finishWaiters(g *groupState, err error) {
+	for _, w := range g.waiters {
+		w <- err
+	}
+	g.waiters = nil
+}

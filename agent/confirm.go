@@ -1,0 +1,128 @@
+package agent
+
+import (
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/natganker/natganker/gossip"
+)
+
+const (
+	// reconfirmAfter is the least time between two confirmation bursts at the same peer.
+	reconfirmAfter = 200 * time.Millisecond
+	// confirmValidFor is how long a burst at an instance that is not a member counts.
+	confirmValidFor = 15 * time.Second
+	// answerValidFor is how long a burst that found the peer up counts before it is probed
+	// again: an answer is news for a while only.
+	answerValidFor = 10 * time.Second
+	// keyWarnEvery is how often the log names again an owner that runs with another key.
+	keyWarnEvery = time.Minute
+)
+
+// confirmState is the latest confirmation burst at one peer.
+type confirmState struct {
+	running bool
+	started time.Time
+	done    time.Time
+	probe   gossip.Probe
+	// warned and keyWarned are when the log last said the peer answers although gossip
+	// lost it, and that it runs with another key.
+	warned    time.Time
+	keyWarned time.Time
+}
+
+type confirmResult struct {
+	name  string
+	probe gossip.Probe
+	err   error
+}
+
+// burst returns the latest finished burst at name if it still counts, else nil. This is the
+// one place that says when a confirmation counts: for a member, a burst sent after its last
+// sign of life; for an instance that is not a member, one finished within confirmValidFor;
+// and a burst that found the peer up only for answerValidFor.
+func (a *Agent) burst(name string, now time.Time) *confirmState {
+	c := a.confirms[name]
+	if c == nil || c.running || c.done.IsZero() {
+		return nil
+	}
+	if c.probe.Alive() && now.Sub(c.done) >= answerValidFor {
+		return nil
+	}
+	if _, member := a.members[name]; member {
+		if !c.started.After(a.gossip.LastContact(name)) {
+			return nil
+		}
+	} else if now.Sub(c.done) >= confirmValidFor {
+		return nil
+	}
+	return c
+}
+
+// confirm probes the group's owner directly, unless a burst is running, just ran, or still
+// counts with a verdict Decide can act on.
+func (a *Agent) confirm(g *groupState, now time.Time) {
+	name := g.owner
+	c := a.confirms[name]
+	if c == nil {
+		c = &confirmState{}
+		a.confirms[name] = c
+	}
+	if c.running || now.Sub(c.started) < reconfirmAfter || now.Sub(c.done) < reconfirmAfter {
+		return
+	}
+	if b := a.burst(name, now); b != nil && (!b.probe.Alive() || b.probe.KeyMismatch()) {
+		return
+	}
+	addr := ""
+	if m, ok := a.members[name]; ok {
+		addr = m.Addr
+	} else if in, ok := g.obs.Instances[name]; ok && in.PrivateIP != "" {
+		addr = net.JoinHostPort(in.PrivateIP, strconv.Itoa(a.cfg.Gossip.AdvertisePort))
+	}
+	if addr == "" {
+		// Nothing to probe: an instance with no address cannot be forwarding traffic.
+		c.probe, c.started, c.done = gossip.Probe{}, now, now
+		return
+	}
+	c.running, c.started = true, now
+	a.spawn(func() {
+		p, err := a.gossip.Confirm(a.ctx, name, addr)
+		select {
+		case a.confirmed <- confirmResult{name: name, probe: p, err: err}:
+		case <-a.ctx.Done():
+		}
+	})
+}
+
+func (a *Agent) onConfirmed(r confirmResult) {
+	c := a.confirms[r.name]
+	c.running, c.done = false, time.Now()
+	if r.err != nil {
+		// No verdict: the burst counts as never sent.
+		c.done, c.probe = time.Time{}, gossip.Probe{}
+		a.logger.Error("could not probe peer", "peer", r.name, "error", r.err)
+		return
+	}
+	c.probe = r.probe
+	args := []any{"peer", r.name, "answered", r.probe.Answered, "gossip_port_open", r.probe.Reachable, "probe_ms", r.probe.Took.Milliseconds()}
+	switch {
+	case r.probe.KeyMismatch():
+		if c.done.Sub(c.keyWarned) >= keyWarnEvery {
+			c.keyWarned = c.done
+			a.logger.Error("peer's gossip port is open but it does not answer probes sealed with this node's key: it runs with a different gossip key; it is not taken for dead. Give every agent the same key", args...)
+		}
+	case a.isAlive(r.name):
+		// An early burst while memberlist still counts the owner alive: only a lead.
+		a.logger.Debug("owner quiet; direct probes", args...)
+	case r.probe.Alive():
+		// Once per time gossip loses the owner, not once per burst.
+		if !c.warned.After(a.members[r.name].Gone) {
+			c.warned = c.done
+			a.logger.Warn("gossip reports the owner gone but it answers direct probes: not taking over", args...)
+		}
+	default:
+		a.logger.Info("owner confirmed unreachable by direct probes", args...)
+	}
+}

@@ -1,0 +1,118 @@
+package agent
+
+import "time"
+
+const (
+	// handoverTimeout bounds how long a graceful shutdown waits for a peer to take over.
+	handoverTimeout = 10 * time.Second
+	// handoverReadEvery paces the reads of EC2 while waiting for a peer to take over.
+	handoverReadEvery = 250 * time.Millisecond
+	// announceTimeout bounds the wait for the shutdown announcement to be broadcast.
+	announceTimeout = time.Second
+)
+
+// handoverPhase is where a graceful shutdown stands.
+type handoverPhase int
+
+const (
+	// settling: a claim already sent to EC2 may still land; wait for it, so that what this
+	// node owns is known before deciding whether to wait for a peer.
+	settling handoverPhase = iota
+	// announcing: the peers are being told this node is leaving (yielded everything).
+	announcing
+	// waiting: until EC2 shows a peer holding every group this node owned.
+	waiting
+	// finished: Close may leave the cluster.
+	finished
+)
+
+// handover is the run loop's state during a graceful shutdown. Once it exists this node is
+// leaving: it advertises every group as yielded and never claims again.
+type handover struct {
+	phase    handoverPhase
+	deadline time.Time
+	lastRead time.Time
+	done     chan struct{}
+}
+
+// beginHandover starts the shutdown handover; done is closed when it is over.
+func (a *Agent) beginHandover(done chan struct{}) {
+	if a.leave != nil {
+		close(done)
+		return
+	}
+	a.leave = &handover{phase: settling, done: done}
+	for _, g := range a.groups {
+		g.force = false
+		a.finishWaiters(g, errShuttingDown)
+	}
+}
+
+// stepHandover moves the handover on; the run loop calls it after every decision round.
+func (a *Agent) stepHandover(now time.Time) {
+	h := a.leave
+	if h == nil {
+		return
+	}
+	switch h.phase {
+	case settling:
+		for _, g := range a.groups {
+			if g.claiming {
+				return
+			}
+		}
+		h.phase = announcing
+		m := a.meta()
+		a.spawn(func() {
+			err := a.gossip.PublishMeta(m, announceTimeout)
+			select {
+			case a.announced <- err:
+			case <-a.ctx.Done():
+			}
+		})
+	case waiting:
+		if owned := a.ownedGroups(); len(owned) == 0 {
+			a.logger.Info("handover complete")
+			a.finishHandover()
+			return
+		}
+		if now.After(h.deadline) {
+			a.logger.Warn("no peer took over in time; shutting down anyway", "timeout", handoverTimeout, "groups", a.ownedGroups())
+			a.finishHandover()
+			return
+		}
+		if now.Sub(h.lastRead) >= handoverReadEvery {
+			h.lastRead = now
+			for _, g := range a.groups {
+				a.observe(g)
+			}
+		}
+	}
+}
+
+// onAnnounced continues the handover once the peers were told this node is leaving.
+func (a *Agent) onAnnounced(err error) {
+	h := a.leave
+	if h == nil || h.phase != announcing {
+		return
+	}
+	if err != nil {
+		a.logger.Warn("could not announce the shutdown", "error", err)
+	}
+	owned := a.ownedGroups()
+	switch {
+	case len(owned) == 0:
+		a.finishHandover()
+	case !a.anyEligiblePeer():
+		a.logger.Warn("shutting down with no eligible peer: groups stay where they are", "groups", owned)
+		a.finishHandover()
+	default:
+		a.logger.Info("handing over before shutdown", "groups", owned)
+		h.phase, h.deadline = waiting, time.Now().Add(handoverTimeout)
+	}
+}
+
+func (a *Agent) finishHandover() {
+	a.leave.phase = finished
+	close(a.leave.done)
+}

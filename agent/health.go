@@ -1,0 +1,110 @@
+package agent
+
+import (
+	"context"
+	"time"
+
+	"github.com/natganker/natganker/agent/datapath"
+)
+
+// healthyChecksToRecover consecutive good checks make an unhealthy node healthy again, so
+// that a node repairing itself stays out long enough for a peer to take over.
+const healthyChecksToRecover = 3
+
+// healthState is this node's datapath health as the run loop knows it.
+type healthState struct {
+	healthy    bool
+	reason     string
+	goodChecks int
+	checking   bool
+}
+
+// checkAtStart sets the datapath up when the agent manages it and checks it once, so that an
+// unhealthy node never claims anything, not even before its first periodic check.
+func (a *Agent) checkAtStart(ctx context.Context) {
+	if a.deps.Health == nil {
+		return
+	}
+	if r, ok := a.deps.Health.(Repairer); ok && a.cfg.Datapath.Manage {
+		if err := r.Ensure(ctx); err != nil {
+			a.logger.Error("could not set up the datapath", "error", err)
+		}
+	}
+	h := a.deps.Health.Check(ctx)
+	a.health.healthy, a.health.reason = h.Healthy, h.Reason
+	if !h.Healthy {
+		a.logger.Warn("datapath unhealthy at start: this node will not own groups", "reason", h.Reason)
+	}
+}
+
+// check runs a datapath health check in the background; when the datapath is managed and
+// the last check failed, it is repaired first.
+func (a *Agent) check() {
+	if a.deps.Health == nil || a.health.checking {
+		return
+	}
+	a.health.checking = true
+	repair := !a.health.healthy || a.health.goodChecks < healthyChecksToRecover
+	a.spawn(func() {
+		ctx, cancel := context.WithTimeout(a.ctx, 2*time.Second)
+		defer cancel()
+		if r, ok := a.deps.Health.(Repairer); ok && a.cfg.Datapath.Manage && repair {
+			if err := r.Ensure(ctx); err != nil && ctx.Err() == nil {
+				a.logger.Error("could not repair the datapath", "error", err)
+			}
+		}
+		h := a.deps.Health.Check(ctx)
+		select {
+		case a.checked <- h:
+		case <-a.ctx.Done():
+		}
+	})
+}
+
+func (a *Agent) onChecked(h datapath.Health) {
+	s := &a.health
+	s.checking = false
+	if !h.Healthy {
+		if s.healthy {
+			a.logger.Warn("datapath unhealthy: this node gives up its groups", "reason", h.Reason)
+		}
+		s.healthy, s.reason, s.goodChecks = false, h.Reason, 0
+		return
+	}
+	s.goodChecks++
+	if !s.healthy && s.goodChecks >= healthyChecksToRecover {
+		a.logger.Info("datapath healthy again")
+		s.healthy, s.reason = true, ""
+		now := time.Now()
+		for _, g := range a.groups {
+			g.eligibleSince = now
+		}
+	}
+}
+
+// disableSourceDestCheck lets this instance forward others' traffic; it retries until EC2
+// agrees, because a NAT with the check on silently drops everything it should forward.
+func (a *Agent) disableSourceDestCheck(ctx context.Context) {
+	delay := time.Second
+	for {
+		cctx, cancel := context.WithTimeout(ctx, a.ec2Budget())
+		err := a.deps.Cloud.DisableSourceDestCheck(cctx, a.id.InstanceID)
+		cancel()
+		if err == nil {
+			a.logger.Debug("source/destination check is off", "instance", a.id.InstanceID)
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		a.logger.Error("could not turn off the source/destination check; retrying", "error", err, "retry_in", delay.String())
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		delay = min(2*delay, 30*time.Second)
+	}
+}

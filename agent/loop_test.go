@@ -1,0 +1,284 @@
+package agent
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/natganker/natganker/agent/datapath"
+	"github.com/natganker/natganker/gossip"
+)
+
+// The loop tests run the real agent loop on an in-memory EC2 and gossip: decision sequences,
+// timings and retries, each in well under a second on an idle machine. The moto cluster
+// tests (cluster_test.go) stay the proof against the real EC2 API and memberlist.
+
+// noLeak checks, when the test ends, that the agent left no goroutine behind.
+func noLeak(t *testing.T) {
+	t.Helper()
+	opt := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
+}
+
+// TestLoop_OwnerDiesConfirmedThenClaimed: the owner goes silent, gossip declares it dead, the
+// burst confirms, and one claim moves everything. The takeover reports the real detection
+// time (the owner's silence) and the real confirmation time (defect 6: both were 0).
+func TestLoop_OwnerDiesConfirmedThenClaimed(t *testing.T) {
+	noLeak(t)
+	cloud := newFakeCloud("i-a", "rtb-1", "rtb-2")
+	l := startLoop(t, "i-b", loopConfig(100, time.Hour), cloud, nil)
+	l.gossip.peer("i-a", gossip.StateAlive, 200, true)
+	waitFor(t, "the first read", func() bool { return l.status(t).EC2Owner == "i-a" })
+	if n := len(cloud.claimLog()); n != 0 {
+		t.Fatalf("claimed from a live healthy owner: %s", describe(cloud.claimLog()))
+	}
+
+	silentSince := time.Now().Add(-900 * time.Millisecond)
+	l.gossip.set(func(g *fakeGossip) {
+		g.contact["i-a"] = silentSince
+		g.probes["i-a"] = gossip.Probe{Took: 250 * time.Millisecond}
+	})
+	l.gossip.peer("i-a", gossip.StateDead, 200, true)
+	waitFor(t, "nat b to own everything", func() bool { return cloud.allOn("i-b") })
+	waitFor(t, "the takeover report", func() bool { return l.status(t).LastTakeover != nil })
+	lt := l.status(t).LastTakeover
+	if lt.From != "i-a" || lt.To != "i-b" || !strings.Contains(lt.Reason, "confirmed by direct probes") || lt.Error != "" {
+		t.Fatalf("takeover = %+v", lt)
+	}
+	if lt.Detected < 900*time.Millisecond {
+		t.Errorf("detected = %v, want at least the 900ms the owner was silent", lt.Detected)
+	}
+	if lt.Confirmed != 250*time.Millisecond {
+		t.Errorf("confirmed = %v, want the burst's 250ms", lt.Confirmed)
+	}
+	if !l.logged("detected_ms=9") && !l.logged("detected_ms=1") {
+		t.Errorf("takeover log line lacks the real detection time:\n%s", l.log.String())
+	}
+	if cs := cloud.claimLog(); len(cs) != 1 || !cs[0].known {
+		t.Errorf("claims = %s, want one, acting on the last read", describe(cs))
+	}
+}
+
+// TestLoop_StaleReadClaimCompleteAtOnce (defect 2): the backup's last read shows a route on
+// the backup itself; the owner then repairs that route to itself and dies. The takeover must
+// move that route in its first claim, not leave it on the dead owner until a retry.
+func TestLoop_StaleReadClaimCompleteAtOnce(t *testing.T) {
+	noLeak(t)
+	cloud := newFakeCloud("i-a", "rtb-1", "rtb-2", "rtb-3")
+	cloud.set(func(f *fakeCloud) { f.routes["rtb-2"] = "i-b" })
+	l := startLoop(t, "i-b", loopConfig(100, time.Hour), cloud, nil)
+	l.gossip.peer("i-a", gossip.StateAlive, 200, true)
+	waitFor(t, "the first read", func() bool { return l.status(t).EC2Owner == "i-a" })
+
+	// The owner repairs rtb-2 (the backup does not read again: reconcile is an hour away),
+	// then dies.
+	cloud.set(func(f *fakeCloud) { f.routes["rtb-2"] = "i-a" })
+	l.gossip.peer("i-a", gossip.StateDead, 200, true)
+	waitFor(t, "the takeover", func() bool { return len(cloud.claimLog()) > 0 })
+	cs := cloud.claimLog()
+	if !cs[0].known || len(cs[0].moved) != 3 {
+		t.Fatalf("first claim = %s; want it to move all three tables, rtb-2 included", describe(cs))
+	}
+	if !cloud.allOn("i-b") {
+		eip, routes := cloud.owners()
+		t.Fatalf("after the first claim: EIP on %s, routes %v", eip, routes)
+	}
+}
+
+// TestLoop_OtherKeyOwnerNotTaken (defect 1): a node started with the wrong gossip key sees
+// no member; the owner EC2 reports is running, does not answer encrypted probes, but its
+// gossip port is open. That node must not take the group, and must say why.
+func TestLoop_OtherKeyOwnerNotTaken(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		probe gossip.Probe
+		take  bool
+	}{
+		{"PortOpenOtherKey", gossip.Probe{Reachable: true}, false},
+		// The control: the same node takes over an owner that is really gone.
+		{"NothingAnswers", gossip.Probe{}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			noLeak(t)
+			cloud := newFakeCloud("i-a", "rtb-1")
+			l := startLoop(t, "i-c", loopConfig(300, time.Hour), cloud, nil)
+			l.gossip.set(func(g *fakeGossip) {
+				g.probes["i-a"] = tt.probe
+				g.unreadable = []gossip.Unreadable{{Addr: "127.0.0.11", Last: time.Now()}}
+			})
+			waitFor(t, "a burst at the owner", func() bool { return l.gossip.confirmCount("i-a") > 0 })
+			if tt.take {
+				waitFor(t, "the takeover", func() bool { return cloud.allOn("i-c") })
+				return
+			}
+			waitFor(t, "the verdict", func() bool { return l.logged("runs with another gossip key") })
+			if !l.logged("runs with a different gossip key") {
+				t.Errorf("no loud line about the key:\n%s", l.log.String())
+			}
+			ms, err := l.Members(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ms) != 2 || ms[1].State != StateOtherKey || ms[1].Address != "127.0.0.11" {
+				t.Errorf("members = %+v, want this node and an other-key entry", ms)
+			}
+			if cs := cloud.claimLog(); len(cs) != 0 {
+				t.Fatalf("took the group from a running owner with another key: %s", describe(cs))
+			}
+		})
+	}
+}
+
+// TestLoop_SplitRepairedAtOnce (defect 3): the EIP moved by hand to the backup, the routes
+// still on the primary. The primary repairs toward itself at once, not after failback_delay
+// (an hour here).
+func TestLoop_SplitRepairedAtOnce(t *testing.T) {
+	noLeak(t)
+	cloud := newFakeCloud("i-a", "rtb-1", "rtb-2")
+	cloud.set(func(f *fakeCloud) { f.eip = "i-b" })
+	l := startLoop(t, "i-a", loopConfig(200, time.Hour), cloud, nil)
+	l.gossip.peer("i-b", gossip.StateAlive, 100, true)
+	start := time.Now()
+	waitFor(t, "the split repaired", func() bool { return cloud.allOn("i-a") })
+	t.Logf("split repaired %v after start", time.Since(start).Round(time.Millisecond))
+	if !l.logged("split: elastic IP on i-b, routes on i-a") {
+		t.Errorf("no split reason in the log:\n%s", l.log.String())
+	}
+
+	// And the backup, seeing the same split from its side, does not fight it.
+	cloud2 := newFakeCloud("i-a", "rtb-1")
+	cloud2.set(func(f *fakeCloud) { f.eip = "i-b" })
+	b := startLoop(t, "i-b", loopConfig(100, time.Hour), cloud2, nil)
+	b.gossip.peer("i-a", gossip.StateAlive, 200, true)
+	waitFor(t, "the backup's read", func() bool { return b.status(t).EC2Owner == "i-b" })
+	if b.claimsStarted(t) != 0 || len(cloud2.claimLog()) != 0 {
+		t.Fatalf("the backup fought the primary's routes: %s", describe(cloud2.claimLog()))
+	}
+}
+
+// TestLoop_ForcedTakeover: the operator's takeover goes through Decide: done when healthy,
+// refused with the reason when not.
+func TestLoop_ForcedTakeover(t *testing.T) {
+	noLeak(t)
+	cloud := newFakeCloud("i-a", "rtb-1")
+	h := &fakeHealth{health: datapath.Health{Healthy: true}}
+	l := startLoop(t, "i-b", loopConfig(100, time.Hour), cloud, h)
+	l.gossip.peer("i-a", gossip.StateAlive, 200, true)
+	waitFor(t, "the first read", func() bool { return l.status(t).EC2Owner == "i-a" })
+	if _, err := l.Takeover(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if !cloud.allOn("i-b") {
+		t.Fatal("takeover returned before EC2 agreed")
+	}
+
+	cloud.set(func(f *fakeCloud) { f.eip, f.routes["rtb-1"] = "i-a", "i-a" })
+	h.mu.Lock()
+	h.health = datapath.Health{Reason: "interface pub0 is down"}
+	h.mu.Unlock()
+	waitFor(t, "the node to see itself unhealthy", func() bool {
+		ms, _ := l.Members(context.Background())
+		return len(ms) > 0 && !ms[0].Healthy
+	})
+	_, err := l.Takeover(context.Background(), nil)
+	if err == nil || !strings.Contains(err.Error(), "unhealthy (interface pub0 is down)") {
+		t.Fatalf("takeover on an unhealthy node: %v", err)
+	}
+}
+
+// TestLoop_QuietOwnerProbedEarly: an owner memberlist still counts alive but that has been
+// silent for several probe intervals is probed at once; it answers, nothing moves.
+func TestLoop_QuietOwnerProbedEarly(t *testing.T) {
+	noLeak(t)
+	cloud := newFakeCloud("i-a", "rtb-1")
+	l := startLoop(t, "i-b", loopConfig(100, time.Hour), cloud, nil)
+	l.gossip.set(func(g *fakeGossip) {
+		g.contact["i-a"] = time.Now().Add(-time.Second)
+		g.probes["i-a"] = gossip.Probe{Answered: true}
+	})
+	l.gossip.peer("i-a", gossip.StateAlive, 200, true)
+	l.gossip.set(func(g *fakeGossip) { g.contact["i-a"] = time.Now().Add(-time.Second) })
+	waitFor(t, "an early burst", func() bool { return l.gossip.confirmCount("i-a") > 0 })
+	waitFor(t, "a second burst", func() bool { return l.gossip.confirmCount("i-a") > 1 })
+	if cs := cloud.claimLog(); len(cs) != 0 {
+		t.Fatalf("claimed from a quiet but alive owner: %s", describe(cs))
+	}
+}
+
+// TestLoop_ClaimRetriedAfterFailure: a failed claim is retried with backoff, and the report
+// carries the error meanwhile.
+func TestLoop_ClaimRetriedAfterFailure(t *testing.T) {
+	noLeak(t)
+	cloud := newFakeCloud("", "rtb-1")
+	cloud.set(func(f *fakeCloud) { f.claimErr = errInjected })
+	l := startLoop(t, "i-b", loopConfig(100, time.Hour), cloud, nil)
+	waitFor(t, "the retry to succeed", func() bool { return cloud.allOn("i-b") })
+	if cs := cloud.claimLog(); len(cs) != 2 {
+		t.Fatalf("claims = %s, want a failure then a success", describe(cs))
+	}
+	if !l.logged("takeover failed; will retry") {
+		t.Errorf("the failure was not logged:\n%s", l.log.String())
+	}
+}
+
+// TestLoop_HandoverOnClose: Close announces the shutdown, waits until EC2 shows the peer
+// holding the group, then returns; the handover is a state of the loop.
+func TestLoop_HandoverOnClose(t *testing.T) {
+	noLeak(t)
+	cloud := newFakeCloud("i-a", "rtb-1")
+	l := startLoop(t, "i-a", loopConfig(200, time.Hour), cloud, nil)
+	l.gossip.peer("i-b", gossip.StateAlive, 100, true)
+	waitFor(t, "the first read", func() bool { return l.status(t).EC2Owner == "i-a" })
+	done := make(chan error, 1)
+	go func() { done <- l.Close() }()
+	waitFor(t, "the shutdown announcement", func() bool {
+		var ok bool
+		l.gossip.set(func(g *fakeGossip) { ok = len(g.published) > 0 && g.published[0].Leaving })
+		return ok
+	})
+	select {
+	case <-done:
+		t.Fatal("Close returned before a peer took over")
+	default:
+	}
+	// The peer takes over, as it would on seeing the announcement.
+	cloud.set(func(f *fakeCloud) { f.eip, f.routes["rtb-1"] = "i-b", "i-b" })
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !l.logged("handover complete") {
+		t.Errorf("no handover line:\n%s", l.log.String())
+	}
+}
+
+// TestLoop_BurstCounts checks the one rule for when a confirmation counts.
+func TestLoop_BurstCounts(t *testing.T) {
+	now := time.Now()
+	g := newFakeGossip()
+	a := &Agent{gossip: g, members: map[string]gossip.Member{"i-m": {Name: "i-m"}}, confirms: map[string]*confirmState{}}
+	g.contact["i-m"] = now.Add(-time.Second)
+	for _, tt := range []struct {
+		name  string
+		peer  string
+		c     confirmState
+		count bool
+	}{
+		{"MemberAfterLastContact", "i-m", confirmState{started: now.Add(-500 * time.Millisecond), done: now.Add(-200 * time.Millisecond)}, true},
+		{"MemberBeforeLastContact", "i-m", confirmState{started: now.Add(-2 * time.Second), done: now.Add(-1500 * time.Millisecond)}, false},
+		{"Running", "i-m", confirmState{running: true, started: now}, false},
+		{"NonMemberRecent", "i-x", confirmState{started: now.Add(-time.Second), done: now.Add(-time.Second)}, true},
+		{"NonMemberOld", "i-x", confirmState{started: now.Add(-20 * time.Second), done: now.Add(-20 * time.Second)}, false},
+		{"AnswerExpires", "i-x", confirmState{started: now.Add(-11 * time.Second), done: now.Add(-11 * time.Second), probe: gossip.Probe{Reachable: true}}, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := tt.c
+			a.confirms = map[string]*confirmState{tt.peer: &c}
+			if got := a.burst(tt.peer, now) != nil; got != tt.count {
+				t.Fatalf("counts = %v, want %v", got, tt.count)
+			}
+		})
+	}
+}

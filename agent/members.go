@@ -1,0 +1,125 @@
+package agent
+
+import (
+	"fmt"
+
+	"github.com/natganker/natganker/gossip"
+)
+
+// The agent's member table is the gossip events' record, kept by the run loop: gossip
+// delivers each change with the whole member (state, metadata, when it last dropped out),
+// and everything else here is derived from that table.
+
+func (a *Agent) onEvent(e gossip.Event) {
+	if e.Member.Name == a.id.InstanceID {
+		return
+	}
+	m := e.Member
+	prev, known := a.members[m.Name]
+	a.members[m.Name] = m
+	for _, g := range a.groups {
+		owns := m.State == gossip.StateAlive && m.Meta.Groups[g.cfg.Name].Owns
+		if _, heard := g.ownsHeard[m.Name]; owns && !heard {
+			g.ownsHeard[m.Name] = e.At
+			// A peer says it took the group: read EC2 now rather than at the next
+			// reconcile, so that this node's idea of the owner is not stale for long.
+			if g.owner != m.Name {
+				a.observe(g)
+			}
+		} else if !owns {
+			delete(g.ownsHeard, m.Name)
+		}
+	}
+	switch {
+	case !known || prev.State != m.State:
+		args := []any{"peer", m.Name, "address", m.Addr, "state", string(m.State)}
+		if m.MetaErr != "" {
+			args = append(args, "metadata_error", m.MetaErr)
+		}
+		if m.State == gossip.StateAlive {
+			a.logger.Info("peer alive", args...)
+		} else {
+			a.logger.Warn("peer gone", args...)
+		}
+	case prev.Meta.Healthy != m.Meta.Healthy:
+		if m.Meta.Healthy {
+			a.logger.Info("peer healthy", "peer", m.Name)
+		} else {
+			a.logger.Warn("peer unhealthy", "peer", m.Name, "reason", m.Meta.Reason)
+		}
+	}
+	if m.State == gossip.StateAlive {
+		for _, g := range a.groups {
+			if g.displacedBy == m.Name {
+				a.logger.Info("can see the peer that took over again: failback rules apply", "group", g.cfg.Name, "peer", m.Name)
+				a.setDisplaced(g, "")
+			}
+		}
+	}
+}
+
+func (a *Agent) isAlive(name string) bool {
+	m, ok := a.members[name]
+	return ok && m.State == gossip.StateAlive
+}
+
+// peerOf is a member as the decision for one group sees it.
+func peerOf(m gossip.Member, group string) Peer {
+	p := Peer{
+		Name: m.Name, Alive: m.State == gossip.StateAlive, Left: m.State == gossip.StateLeft, Since: m.Since,
+		Healthy: m.MetaErr == "" && m.Meta.Healthy, Reason: m.Meta.Reason, Leaving: m.Meta.Leaving,
+	}
+	if m.MetaErr != "" {
+		p.Reason = "unreadable metadata: " + m.MetaErr
+	}
+	if gm, ok := m.Meta.Groups[group]; ok && m.MetaErr == "" {
+		p.InGroup, p.Priority, p.Yielded, p.Owns = true, gm.Priority, gm.Yielded, gm.Owns
+	}
+	return p
+}
+
+// anyEligiblePeer reports whether some peer could take one of this node's groups.
+func (a *Agent) anyEligiblePeer() bool {
+	for _, g := range a.groups {
+		for name, m := range a.members {
+			if name != a.id.InstanceID && peerOf(m, g.cfg.Name).Eligible() {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// meta is what this node tells its peers.
+func (a *Agent) meta() gossip.Meta {
+	leaving := a.leave != nil
+	m := gossip.Meta{Healthy: a.health.healthy, Reason: a.health.reason, Leaving: leaving, Groups: make(map[string]gossip.GroupMeta)}
+	for _, g := range a.groups {
+		m.Groups[g.cfg.Name] = gossip.GroupMeta{Priority: g.cfg.Priority, Yielded: g.yielded || leaving, Owns: g.owner == a.id.InstanceID}
+	}
+	return m
+}
+
+// publish sends this node's metadata to the peers when it changed.
+func (a *Agent) publish() {
+	m := a.meta()
+	key := fmt.Sprintf("%+v", m)
+	if key == a.publishedMeta {
+		return
+	}
+	if err := a.gossip.SetMeta(m); err != nil {
+		a.logger.Error("could not publish metadata", "error", err)
+		return
+	}
+	a.publishedMeta = key
+}
+
+func (a *Agent) ownedGroups() []string {
+	var out []string
+	for _, g := range a.groups {
+		if g.owner == a.id.InstanceID {
+			out = append(out, g.cfg.Name)
+		}
+	}
+	return out
+}

@@ -1,0 +1,194 @@
+package agent
+
+import (
+	"context"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/natganker/natganker/config"
+	"github.com/natganker/natganker/ec2"
+)
+
+// groupState is what the run loop knows about one group.
+type groupState struct {
+	cfg config.Group
+
+	// The latest read of EC2.
+	obs       ec2.Observation
+	obsErr    error
+	observed  bool
+	observing bool
+	fresh     bool
+	// owner holds the Elastic IP, as EC2 said; ownerAt is when this node first saw that.
+	owner   string
+	ownerAt time.Time
+	// layout is where the Elastic IP and routes pointed at the latest read, and layoutAt
+	// since when they have pointed there.
+	layout   string
+	layoutAt time.Time
+
+	displacedBy string
+	// ownsHeard is when each peer, alive, first announced it owns this group.
+	ownsHeard map[string]time.Time
+	// problems are the EC2 findings already logged.
+	problems      map[string]bool
+	yielded       bool
+	eligibleSince time.Time
+	force         bool
+
+	claiming  bool
+	nextClaim time.Time
+	failures  int
+	// trigger is when the current non-idle verdict first appeared; lastKey identifies it.
+	trigger time.Time
+	lastKey string
+	waiters []chan error
+	last    *TakeoverView
+}
+
+func newGroupState(g config.Group) *groupState {
+	return &groupState{cfg: g, ownsHeard: make(map[string]time.Time), problems: make(map[string]bool)}
+}
+
+type observeResult struct {
+	g   *groupState
+	obs ec2.Observation
+	err error
+}
+
+// observe reads the group from EC2 in the background, unless a read is already running.
+func (a *Agent) observe(g *groupState) {
+	if g.observing {
+		return
+	}
+	g.observing = true
+	spec := a.spec(g)
+	a.spawn(func() {
+		ctx, cancel := context.WithTimeout(a.ctx, a.ec2Budget())
+		defer cancel()
+		obs, err := a.deps.Cloud.Observe(ctx, spec, a.self)
+		select {
+		case a.observed <- observeResult{g: g, obs: obs, err: err}:
+		case <-a.ctx.Done():
+		}
+	})
+}
+
+// ec2Budget bounds one read or one claim: a few attempts of call_timeout each.
+func (a *Agent) ec2Budget() time.Duration { return 4 * a.cfg.EC2.CallTimeout }
+
+func (a *Agent) spec(g *groupState) ec2.Group {
+	members := []string{a.id.InstanceID}
+	for name := range a.members {
+		members = append(members, name)
+	}
+	return GroupSpec(a.cfg, g.cfg, members)
+}
+
+func (a *Agent) onObserved(r observeResult) {
+	g := r.g
+	g.observing = false
+	if r.err != nil {
+		if g.obsErr == nil || g.obsErr.Error() != r.err.Error() {
+			a.logger.Error("could not read the group from EC2", "group", g.cfg.Name, "error", r.err)
+		}
+		g.obsErr = r.err
+		return
+	}
+	if g.obsErr != nil {
+		a.logger.Info("EC2 readable again", "group", g.cfg.Name)
+	}
+	g.obsErr = nil
+	// Findings are worth a warning once peers have had time to join: before that, route
+	// tables that point at a peer not yet seen look unmanaged.
+	if time.Since(a.started) >= a.startupGrace() {
+		for _, p := range r.obs.Problems {
+			if !g.problems[p] {
+				g.problems[p] = true
+				a.logger.Warn("EC2 configuration problem", "group", g.cfg.Name, "problem", p)
+			}
+		}
+	}
+	owner := ownerOf(r.obs)
+	now := time.Now()
+	if !g.observed || owner != g.owner {
+		if g.observed {
+			a.logger.Info("owner changed in EC2", "group", g.cfg.Name, "from", orNone(g.owner), "to", orNone(owner))
+			if g.owner == a.id.InstanceID && owner != "" && owner != a.id.InstanceID && a.tookUnseen(g, owner, now) {
+				a.setDisplaced(g, owner)
+				a.logger.Warn("a peer this node cannot see took the group: partition suspected; not taking it back while that peer runs",
+					"group", g.cfg.Name, "peer", owner)
+			}
+		}
+		g.owner, g.ownerAt = owner, now
+	}
+	if l := layoutOf(owner, a.routes(g, r.obs)); l != g.layout || !g.observed {
+		g.layout, g.layoutAt = l, r.obs.ReadAt
+	}
+	g.obs, g.observed, g.fresh = r.obs, true, true
+}
+
+// startupGrace is how long after start peers are given to join before this node acts on
+// an owner it has not seen.
+func (a *Agent) startupGrace() time.Duration { return 2 * a.cfg.Gossip.RejoinInterval }
+
+// tookUnseen reports whether peer took g from this node while this node could not see it:
+// peer is not an alive member now, or it dropped out of this node's view between the last
+// moment this node knew it owned g and the moment it heard that peer owns it (peer's own
+// announcement, or this read). A takeover this node watched happen (failback, yield, an
+// operator's takeover) is not one, even if peer dies right after it.
+func (a *Agent) tookUnseen(g *groupState, peer string, now time.Time) bool {
+	if !a.isAlive(peer) {
+		return true
+	}
+	since := latest(g.ownerAt, g.obs.ReadAt)
+	learned := now
+	if t, ok := g.ownsHeard[peer]; ok && t.After(since) && t.Before(now) {
+		learned = t
+	}
+	gone := a.members[peer].Gone
+	return !gone.IsZero() && !gone.Before(since) && !gone.After(learned)
+}
+
+// ownerOf names the instance holding the Elastic IP: the group's owner as EC2 tells it.
+func ownerOf(obs ec2.Observation) string {
+	if obs.EIP.InstanceID != "" {
+		return obs.EIP.InstanceID
+	}
+	if obs.EIP.ENIID != "" {
+		for _, in := range obs.Instances {
+			if in.ENIID == obs.EIP.ENIID {
+				return in.ID
+			}
+		}
+		return obs.EIP.ENIID
+	}
+	return ""
+}
+
+// routes turns the managed routes of obs into the decision's terms. In interface-targeting
+// mode a route through any interface but this node's primary one does not count as this
+// node's.
+func (a *Agent) routes(g *groupState, obs ec2.Observation) []Route {
+	out := make([]Route, 0, len(obs.Routes))
+	selfENI := obs.Instances[a.id.InstanceID].ENIID
+	for _, r := range obs.Routes {
+		target := r.InstanceID
+		if a.self.TargetENI && target == a.id.InstanceID && (r.ENIID == "" || r.ENIID != selfENI) {
+			target = firstNonEmpty(r.ENIID, "a non-primary target of "+target)
+		}
+		out = append(out, Route{Table: r.RouteTableID, Destination: r.Destination, Target: target, State: r.State})
+	}
+	return out
+}
+
+// layoutOf summarizes where the Elastic IP and every route point, to notice when it changes.
+func layoutOf(owner string, routes []Route) string {
+	parts := make([]string, 0, len(routes)+1)
+	for _, r := range routes {
+		parts = append(parts, r.Table+" "+r.Destination+" "+r.State+" "+r.Target)
+	}
+	sort.Strings(parts)
+	return owner + "|" + strings.Join(parts, "|")
+}

@@ -1,0 +1,49 @@
+package agent
+
+import (
+	"time"
+
+	"github.com/natganker/natganker/config"
+	"github.com/natganker/natganker/ec2"
+)
+
+// quietProbes is how many probe intervals without any sign of life from the owner make this
+// node start confirming before memberlist's suspicion timeout runs out, so that the
+// confirmation is ready when the death is declared.
+const quietProbes = 2.5
+
+// view is the snapshot Decide works on: facts only, every rule stays in Decide.
+func (a *Agent) view(g *groupState, now time.Time) View {
+	v := View{
+		Now: now, Self: a.id.InstanceID, Peers: make(map[string]Peer, len(a.members)+1),
+		ManualFailback: g.cfg.Failback == config.FailbackManual, FailbackDelay: g.cfg.FailbackDelay,
+		Observed: g.observed, ObservedAt: g.obs.ReadAt, Owner: g.owner, OwnerSince: g.ownerAt,
+		LayoutSince: g.layoutAt, SelfEligibleSince: g.eligibleSince, DisplacedBy: g.displacedBy,
+		StartupGraceOver: now.Sub(a.started) >= a.startupGrace(), Forced: g.force && !g.claiming,
+	}
+	for name, m := range a.members {
+		v.Peers[name] = peerOf(m, g.cfg.Name)
+	}
+	v.Peers[a.id.InstanceID] = Peer{
+		Name: a.id.InstanceID, Alive: true, Since: a.started, Healthy: a.health.healthy, Reason: a.health.reason,
+		InGroup: true, Priority: g.cfg.Priority, Yielded: g.yielded, Leaving: a.leave != nil, Owns: g.owner == a.id.InstanceID,
+	}
+	// Drift is judged on a read taken since the last decision, so that a repair is not
+	// asked for twice on the same read.
+	if g.fresh || g.owner != a.id.InstanceID {
+		v.Routes = a.routes(g, g.obs)
+	}
+	if g.owner != "" && g.owner != a.id.InstanceID {
+		st := g.obs.Instances[g.owner].State
+		v.OwnerRunning = st == "" || st == ec2.InstanceStateUnknown || st == "pending" || st == "running"
+		if c := a.burst(g.owner, now); c != nil {
+			v.OwnerConfirmedDead = !c.probe.Alive()
+			v.OwnerOtherKey = c.probe.KeyMismatch()
+		}
+		if a.isAlive(g.owner) {
+			last := a.gossip.LastContact(g.owner)
+			v.OwnerQuiet = !last.IsZero() && now.Sub(last) >= time.Duration(quietProbes*float64(a.cfg.Gossip.ProbeInterval))
+		}
+	}
+	return v
+}
