@@ -6,7 +6,7 @@ LDFLAGS     := -s -w -X main.version=$(VERSION)
 STATICCHECK := $(BIN)/staticcheck
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: all build deps demo test unit lint tidy-check bench bench-quick clean
+.PHONY: all build deps demo test unit test-stress lint tidy-check bench bench-quick clean
 
 all: build
 
@@ -32,6 +32,15 @@ test: lint tidy-check unit
 
 unit:
 	$(GO) test -race -count=1 -timeout 18m ./...
+
+## test-stress: the agent, gossip, ec2 and cmd tests five times over while a CPU hog keeps
+## every core busy: a test that passes idle and fails under load is a defect
+STRESS_COUNT ?= 5
+test-stress:
+	@hogs=""; for i in $$(seq $$(nproc)); do ( while :; do :; done ) & hogs="$$hogs $$!"; done; \
+	trap 'kill $$hogs 2>/dev/null' EXIT INT TERM; \
+	echo "CPU hog on $$(nproc) cores (pids$$hogs)"; \
+	$(GO) test -race -count=$(STRESS_COUNT) -timeout 80m ./agent/... ./gossip/... ./ec2/... ./cmd/...
 
 ## lint: gofmt, go vet, staticcheck
 lint: $(STATICCHECK)

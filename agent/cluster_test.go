@@ -99,13 +99,22 @@ func (c *cluster) addr(i int) string { return fmt.Sprintf("127.0.0.%d", 11+i) }
 
 func (c *cluster) config(i int) *config.Config {
 	c.t.Helper()
+	cfg, err := config.Parse("agent.hcl", []byte(c.hcl(i)))
+	if err != nil {
+		c.t.Fatalf("config of agent %d: %v", i, err)
+	}
+	return cfg
+}
+
+// hcl is agent i's configuration file.
+func (c *cluster) hcl(i int) string {
 	var peers []string
 	for j := range c.prios {
 		if j != i {
 			peers = append(peers, fmt.Sprintf("%q", fmt.Sprintf("%s:%d", c.addr(j), c.port)))
 		}
 	}
-	hcl := fmt.Sprintf(`
+	return fmt.Sprintf(`
 gossip {
   bind = "%s:%d"
   peers = [%s]
@@ -125,16 +134,12 @@ ec2 {
   reconcile_interval = "1s"
 }
 control {
+  socket = "%s"
   state_file = "%s"
 }
 `, c.addr(i), c.port, strings.Join(peers, ", "), c.keyLine(i), c.prios[i], c.world.AllocationID,
 		c.world.RouteTableIDs[0], c.world.RouteTableIDs[1], c.delay, c.moto.Endpoint, c.world.Region,
-		filepath.Join(c.dir, fmt.Sprintf("state-%d.json", i)))
-	cfg, err := config.Parse("agent.hcl", []byte(hcl))
-	if err != nil {
-		c.t.Fatalf("config of agent %d: %v", i, err)
-	}
-	return cfg
+		filepath.Join(c.dir, fmt.Sprintf("agent-%d.sock", i)), filepath.Join(c.dir, fmt.Sprintf("state-%d.json", i)))
 }
 
 func (c *cluster) keyLine(i int) string {
