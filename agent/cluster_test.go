@@ -37,6 +37,8 @@ type cluster struct {
 	dir   string
 	// plaintext runs the cluster without a gossip key.
 	plaintext bool
+	// groups, when set, replaces the one "egress" group block of agent i's configuration.
+	groups func(i int) string
 	// keys gives an agent (by index) another gossip key than the cluster's.
 	keys   map[int]string
 	agents []*Agent
@@ -114,6 +116,16 @@ func (c *cluster) hcl(i int) string {
 			peers = append(peers, fmt.Sprintf("%q", fmt.Sprintf("%s:%d", c.addr(j), c.port)))
 		}
 	}
+	group := fmt.Sprintf(`group "egress" {
+  priority = %d
+  elastic_ip = "%s"
+  route_tables = ["%s", "%s"]
+  route_table_tags = { "natganker:group" = "egress" }
+  failback_delay = "%s"
+}`, c.prios[i], c.world.AllocationID, c.world.RouteTableIDs[0], c.world.RouteTableIDs[1], c.delay)
+	if c.groups != nil {
+		group = c.groups(i)
+	}
 	return fmt.Sprintf(`
 gossip {
   bind = "%s:%d"
@@ -121,13 +133,7 @@ gossip {
   %s
   rejoin_interval = "1s"
 }
-group "egress" {
-  priority = %d
-  elastic_ip = "%s"
-  route_tables = ["%s", "%s"]
-  route_table_tags = { "natganker:group" = "egress" }
-  failback_delay = "%s"
-}
+%s
 ec2 {
   endpoint = "%s"
   region = "%s"
@@ -137,8 +143,7 @@ control {
   socket = "%s"
   state_file = "%s"
 }
-`, c.addr(i), c.port, strings.Join(peers, ", "), c.keyLine(i), c.prios[i], c.world.AllocationID,
-		c.world.RouteTableIDs[0], c.world.RouteTableIDs[1], c.delay, c.moto.Endpoint, c.world.Region,
+`, c.addr(i), c.port, strings.Join(peers, ", "), c.keyLine(i), group, c.moto.Endpoint, c.world.Region,
 		filepath.Join(c.dir, fmt.Sprintf("agent-%d.sock", i)), filepath.Join(c.dir, fmt.Sprintf("state-%d.json", i)))
 }
 
