@@ -28,8 +28,10 @@ type Cloud interface {
 type Membership interface {
 	// Start joins the cluster and starts delivering Events.
 	Start(ctx context.Context) error
-	// Events delivers membership changes in order.
+	// Events wakes the agent up on each membership change.
 	Events() <-chan gossip.Event
+	// Members is a copy of the member table, this node included.
+	Members() []gossip.Member
 	// LastContact is when a member last showed it was alive.
 	LastContact(name string) time.Time
 	// SetMeta publishes this node's metadata without waiting.

@@ -193,6 +193,7 @@ type fakeGossip struct {
 	events chan gossip.Event
 
 	mu         sync.Mutex
+	members    map[string]gossip.Member
 	contact    map[string]time.Time
 	probes     map[string]gossip.Probe
 	confirms   map[string]int
@@ -202,7 +203,7 @@ type fakeGossip struct {
 }
 
 func newFakeGossip() *fakeGossip {
-	return &fakeGossip{events: make(chan gossip.Event, 64), contact: map[string]time.Time{},
+	return &fakeGossip{events: make(chan gossip.Event, 64), members: map[string]gossip.Member{}, contact: map[string]time.Time{},
 		probes: map[string]gossip.Probe{}, confirms: map[string]int{}}
 }
 
@@ -211,6 +212,16 @@ func (g *fakeGossip) Events() <-chan gossip.Event     { return g.events }
 func (g *fakeGossip) LocalAddr() string               { return "127.0.0.1:7946" }
 func (g *fakeGossip) Leave(time.Duration) error       { return nil }
 func (g *fakeGossip) Close() error                    { return nil }
+
+func (g *fakeGossip) Members() []gossip.Member {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	var out []gossip.Member
+	for _, m := range g.members {
+		out = append(out, m)
+	}
+	return out
+}
 
 func (g *fakeGossip) LastContact(name string) time.Time {
 	g.mu.Lock()
@@ -273,6 +284,9 @@ func (g *fakeGossip) peer(name string, state gossip.State, prio int, healthy boo
 	if state != gossip.StateAlive {
 		kind = gossip.EventLeave
 	}
+	g.mu.Lock()
+	g.members[name] = m
+	g.mu.Unlock()
 	g.events <- gossip.Event{Kind: kind, Member: m, At: m.Since}
 }
 

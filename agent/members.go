@@ -2,25 +2,40 @@ package agent
 
 import (
 	"fmt"
+	"reflect"
+	"time"
 
 	"github.com/natganker/natganker/gossip"
 )
 
-// The agent's member table is the gossip events' record, kept by the run loop: gossip
-// delivers each change with the whole member (state, metadata, when it last dropped out),
-// and everything else here is derived from that table.
+// Membership is kept once, in gossip's table (itself built from memberlist's callbacks).
+// a.members is a snapshot of it taken on each event, so that every decision of one loop
+// round sees one consistent view; the events themselves only say "look again".
 
 func (a *Agent) onEvent(e gossip.Event) {
-	if e.Member.Name == a.id.InstanceID {
-		return
+	prev := a.members
+	a.members = make(map[string]gossip.Member, len(prev))
+	for _, m := range a.gossip.Members() {
+		if m.Name != a.id.InstanceID {
+			a.members[m.Name] = m
+		}
 	}
-	m := e.Member
-	prev, known := a.members[m.Name]
-	a.members[m.Name] = m
+	for name, m := range a.members {
+		old, known := prev[name]
+		if known && reflect.DeepEqual(old, m) {
+			continue
+		}
+		a.onMemberChanged(old, known, m, e.At)
+	}
+}
+
+// onMemberChanged logs what changed about a peer and reacts to it taking a group or coming
+// back into view.
+func (a *Agent) onMemberChanged(prev gossip.Member, known bool, m gossip.Member, at time.Time) {
 	for _, g := range a.groups {
 		owns := m.State == gossip.StateAlive && m.Meta.Groups[g.cfg.Name].Owns
 		if _, heard := g.ownsHeard[m.Name]; owns && !heard {
-			g.ownsHeard[m.Name] = e.At
+			g.ownsHeard[m.Name] = at
 			// A peer says it took the group: read EC2 now rather than at the next
 			// reconcile, so that this node's idea of the owner is not stale for long.
 			if g.owner != m.Name {
