@@ -235,3 +235,28 @@ func BenchmarkParse_Pathological(b *testing.B) {
 		})
 	}
 }
+
+// FuzzParse checks that no input makes Parse panic or give an unbounded error.
+func FuzzParse(f *testing.F) {
+	example, err := os.ReadFile("../examples/agent.hcl")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add([]byte(minimal), false)
+	f.Add(example, false)
+	f.Add([]byte(`{"gossip": {"insecure_plaintext": true}, "group": {"egress": {"priority": 1, "elastic_ip": "eipalloc-1"}}}`), true)
+	f.Add([]byte("group \"a\" {\n  priority = \"${[(-1e9)]}\" ? <<EOT\n%{ for x in y }${x}%{ endfor }\nEOT\n : 2\n}\n"), false)
+	f.Fuzz(func(t *testing.T, src []byte, isJSON bool) {
+		name := "agent.hcl"
+		if isJSON {
+			name = "agent.json"
+		}
+		_, err := Parse(name, src)
+		if err == nil {
+			return
+		}
+		if lines := strings.Count(err.Error(), "\n") + 1; lines > maxProblems+1 || len(err.Error()) > (maxProblems+1)*(maxProblemLen+100) {
+			t.Errorf("error of %d lines, %d bytes", lines, len(err.Error()))
+		}
+	})
+}
