@@ -6,6 +6,7 @@ import (
 	"math/big"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -144,20 +145,16 @@ func (d *decoder) file(body hcl.Body) {
 
 	first := make(map[string]*hcl.Block)
 	for _, block := range content.Blocks {
-		for _, k := range blockKinds {
-			if k.name != block.Type {
+		i := slices.IndexFunc(blockKinds, func(k blockKind) bool { return k.name == block.Type })
+		if blockKinds[i].label == "" {
+			if f, dup := first[block.Type]; dup {
+				d.problems.add(&block.DefRange, "Duplicate %s block; A %s block may appear only once; the first one is at %s.",
+					block.Type, block.Type, f.DefRange)
 				continue
 			}
-			if k.label == "" {
-				if f, dup := first[block.Type]; dup {
-					d.problems.add(&block.DefRange, "Duplicate %s block; A %s block may appear only once; the first one is at %s.",
-						block.Type, block.Type, f.DefRange)
-					break
-				}
-				first[block.Type] = block
-			}
-			k.decode(d, block)
+			first[block.Type] = block
 		}
+		blockKinds[i].decode(d, block)
 	}
 	d.resolveDiscovery()
 }
