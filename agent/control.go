@@ -223,7 +223,7 @@ func GroupSpec(cfg *config.Config, g config.Group, members []string) ec2.Group {
 	}
 	for _, o := range cfg.Groups {
 		if o.Name != g.Name {
-			s.OtherGroups = append(s.OtherGroups, ec2.TableSelection{Group: o.Name, RouteTableIDs: o.RouteTables, RouteTableTags: o.RouteTableTags})
+			s.OtherGroups = append(s.OtherGroups, ec2.TableSelection{Group: o.Name, RouteTableIDs: o.RouteTables, RouteTableTags: o.RouteTableTags, Destinations: o.Destinations})
 		}
 	}
 	return s

@@ -60,6 +60,8 @@ type TableSelection struct {
 	RouteTableIDs []string
 	// RouteTableTags selects every table carrying all these tags; empty selects none.
 	RouteTableTags map[string]string
+	// Destinations are the routes that group manages in its tables; default ["0.0.0.0/0"].
+	Destinations []string
 }
 
 // selects reports whether s names or tags route table t.
@@ -68,11 +70,14 @@ func (s TableSelection) selects(t types.RouteTable) bool {
 		(len(s.RouteTableTags) > 0 && hasTags(t.Tags, s.RouteTableTags))
 }
 
-// selectedByOthers returns the other groups that name or tag t.
+// selectedByOthers returns the other groups that name or tag t for one of g's destinations:
+// two groups may share a table when they route different destinations through it.
 func (g Group) selectedByOthers(t types.RouteTable) []string {
 	var out []string
 	for _, o := range g.OtherGroups {
-		if o.selects(t) && !slices.Contains(out, o.Group) {
+		theirs := Group{Destinations: o.Destinations}.destinations()
+		shared := slices.ContainsFunc(g.destinations(), func(d string) bool { return slices.Contains(theirs, d) })
+		if shared && o.selects(t) && !slices.Contains(out, o.Group) {
 			out = append(out, o.Group)
 		}
 	}

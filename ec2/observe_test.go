@@ -115,6 +115,8 @@ func TestClient_OtherGroups(t *testing.T) {
 		g := Group{Name: "a", RouteTableTags: map[string]string{"natganker": "g1"}, OtherGroups: []TableSelection{
 			{Group: "b", RouteTableTags: map[string]string{"Name": "private-b"}},
 			{Group: "c", RouteTableIDs: []string{rts[0]}},
+			// Another destination through the same table is no overlap.
+			{Group: "d", RouteTableIDs: []string{rts[2]}, Destinations: []string{"10.0.0.0/8"}},
 		}}
 		obs, err := f.client.Observe(ctx, g, Self{InstanceID: b})
 		if err != nil {
