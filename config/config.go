@@ -166,7 +166,8 @@ type EC2 struct {
 	Endpoint string
 	// MaxConcurrency bounds the number of EC2 calls in flight, 1..64.
 	MaxConcurrency int
-	// CallTimeout bounds each EC2 call, retries included.
+	// CallTimeout bounds one attempt of one EC2 call; failed attempts are retried, so a
+	// call can take several times this long.
 	CallTimeout time.Duration
 	// ReconcileInterval is how often EC2 is re-read and corrected.
 	ReconcileInterval time.Duration

@@ -117,7 +117,10 @@ ec2 {
   # region   = "us-east-1"               # default: the instance's region
   # endpoint = "http://127.0.0.1:5000"   # default: AWS; set it for a local EC2 emulator
   max_concurrency    = 8      # EC2 calls in flight at once during a takeover, 1..64
-  call_timeout       = "5s"   # limit for one EC2 call, retries included
+  # Time limit for one attempt of one EC2 API call. A failed attempt is logged at warn
+  # level and retried, up to 5 attempts with backoff, so one call can take several times
+  # this long.
+  call_timeout       = "5s"
   reconcile_interval = "10s"  # how often EC2 is re-read and corrected, at least 1s
 }
 
