@@ -255,13 +255,9 @@ func (g *Gossip) LastContact(name string) time.Time {
 // SetMeta publishes m to the peers. It returns at once; the update reaches peers within
 // about one gossip interval.
 func (g *Gossip) SetMeta(m Meta) error {
-	b, err := EncodeMeta(m)
-	if err != nil {
+	if err := g.storeMeta(m); err != nil {
 		return err
 	}
-	g.mu.Lock()
-	g.meta = b
-	g.mu.Unlock()
 	select {
 	case g.metaDirty <- struct{}{}:
 	default:
@@ -272,6 +268,17 @@ func (g *Gossip) SetMeta(m Meta) error {
 // PublishMeta publishes m and waits until memberlist has broadcast it or timeout passes.
 // Use it before a graceful leave, where the peers must see the handover first.
 func (g *Gossip) PublishMeta(m Meta, timeout time.Duration) error {
+	if err := g.storeMeta(m); err != nil {
+		return err
+	}
+	if err := g.ml.UpdateNode(timeout); err != nil {
+		return fmt.Errorf("gossip: publish metadata: %w", err)
+	}
+	return nil
+}
+
+// storeMeta makes m what memberlist hands out as this node's metadata from now on.
+func (g *Gossip) storeMeta(m Meta) error {
 	b, err := EncodeMeta(m)
 	if err != nil {
 		return err
@@ -279,9 +286,6 @@ func (g *Gossip) PublishMeta(m Meta, timeout time.Duration) error {
 	g.mu.Lock()
 	g.meta = b
 	g.mu.Unlock()
-	if err := g.ml.UpdateNode(timeout); err != nil {
-		return fmt.Errorf("gossip: publish metadata: %w", err)
-	}
 	return nil
 }
 
