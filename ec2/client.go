@@ -52,7 +52,8 @@ type Options struct {
 	// network errors are retried with exponential backoff and jitter.
 	MaxAttempts int
 	// Logger receives, at warn level, one line for every failed attempt that will be retried
-	// (the last failure is returned to the caller instead), and actions at info level.
+	// (the last failure is returned to the caller instead; throttling is logged at info
+	// level), and actions at info level.
 	Logger hclog.Logger
 }
 
@@ -166,9 +167,16 @@ func (c *Client) addAttemptLog(stack *middleware.Stack) error {
 			start := time.Now()
 			out, md, err := next.HandleFinalize(ctx, in)
 			if err != nil && c.willRetry(ctx, st.n, err) {
-				c.log.Warn("ec2 call attempt failed; retrying", "operation", middleware.GetOperationName(ctx),
+				args := []any{"operation", middleware.GetOperationName(ctx),
 					"attempt", fmt.Sprintf("%d/%d", st.n, c.retryer.MaxAttempts()),
-					"took", time.Since(start).Round(time.Millisecond), "reason", c.failure(err), "error", err)
+					"took", time.Since(start).Round(time.Millisecond), "reason", c.failure(err), "error", err}
+				if retry.IsErrorThrottles(retry.DefaultThrottles).IsErrorThrottle(err).Bool() {
+					// EC2 asking to slow down is expected in a large takeover and costs one
+					// backoff, not an operator's attention.
+					c.log.Info("ec2 call throttled; retrying", args...)
+				} else {
+					c.log.Warn("ec2 call attempt failed; retrying", args...)
+				}
 			}
 			return out, md, err
 		}), "Retry", middleware.After)

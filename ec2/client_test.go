@@ -670,6 +670,12 @@ func (l *logBuffer) Write(p []byte) (int, error) {
 	return l.b.Write(p)
 }
 
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 // warnings returns the lines logged at warn level.
 func (l *logBuffer) warnings() []string {
 	l.mu.Lock()
@@ -750,9 +756,11 @@ func TestClient_AttemptWarnings(t *testing.T) {
 		wantErr     bool
 		want        []string // attempt numbers warned about
 		reason      string
+		info        string // a line expected at info level
 	}{
 		{name: "ServerErrorsThenSuccess", maxAttempts: 3, fail: 2, code: "InternalError", want: []string{"attempt=1/3", "attempt=2/3"}, reason: "EC2 server error (HTTP 500)"},
-		{name: "Throttled", maxAttempts: 3, fail: 1, code: "RequestLimitExceeded", want: []string{"attempt=1/3"}, reason: "throttled by EC2"},
+		// Throttling is EC2 asking to slow down, expected in a large takeover: info, not warn.
+		{name: "Throttled", maxAttempts: 3, fail: 1, code: "RequestLimitExceeded", info: "ec2 call throttled; retrying: operation=DescribeInstances attempt=1/3"},
 		// The last failure is returned to the caller, not warned about.
 		{name: "LastAttemptNotWarned", maxAttempts: 2, fail: 2, code: "Unavailable", wantErr: true, want: []string{"attempt=1/2"}, reason: "EC2 server error (HTTP 503)"},
 		// An answer that retrying cannot change is no attempt failure.
@@ -768,6 +776,9 @@ func TestClient_AttemptWarnings(t *testing.T) {
 			warns := buf.warnings()
 			if len(warns) != len(tc.want) {
 				t.Fatalf("warnings:\n%s\nwant %d", strings.Join(warns, "\n"), len(tc.want))
+			}
+			if tc.info != "" && !strings.Contains(buf.String(), "[INFO]  test.ec2: "+tc.info) {
+				t.Errorf("log lacks the info line %q:\n%s", tc.info, buf.String())
 			}
 			for i, w := range tc.want {
 				if !strings.Contains(warns[i], w) || !strings.Contains(warns[i], tc.code) || !strings.Contains(warns[i], `reason="`+tc.reason+`"`) {
