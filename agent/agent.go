@@ -286,6 +286,9 @@ func (a *Agent) evaluate() {
 		if !verdict.RecheckAt.IsZero() && !now.Before(verdict.RecheckAt) && g.obs.ReadAt.Before(verdict.RecheckAt) {
 			a.observe(g)
 		}
+		if g.obsErr != nil && now.Sub(g.failedAt) >= unreadableRetry {
+			a.observe(g)
+		}
 	}
 	a.stepHandover(now)
 	a.publish()

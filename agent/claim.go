@@ -7,6 +7,10 @@ import (
 	"github.com/natganker/natganker/ec2"
 )
 
+// maxClaimBackoffShift caps the wait between failed claims at 1<<2 = 4 s: a takeover that
+// waits for EC2 must follow soon after EC2 recovers (and a successful read clears the wait).
+const maxClaimBackoffShift = 2
+
 type claimResult struct {
 	g       *groupState
 	view    TakeoverView
@@ -85,7 +89,7 @@ func (a *Agent) onClaimed(r claimResult) {
 	if r.err != nil {
 		v.Error = r.err.Error()
 		g.failures++
-		backoff := time.Duration(1<<min(g.failures-1, 4)) * time.Second
+		backoff := time.Duration(1<<min(g.failures-1, maxClaimBackoffShift)) * time.Second
 		g.nextClaim = time.Now().Add(backoff)
 		a.logger.Error("takeover failed; will retry", append(args, "error", r.err, "retry_in", backoff.String())...)
 	} else {

@@ -26,8 +26,9 @@ var errShuttingDown = errors.New("this node is shutting down")
 func (a *Agent) Members(ctx context.Context) ([]MemberView, error) {
 	var out []MemberView
 	err := a.do(ctx, func() {
+		healthy, reason := a.healthy()
 		self := MemberView{Name: a.id.InstanceID, Address: a.gossip.LocalAddr(), State: string(gossip.StateAlive),
-			Self: true, Healthy: a.health.healthy, Reason: a.health.reason}
+			Self: true, Healthy: healthy, Reason: reason}
 		if a.leave != nil {
 			self.State = "leaving"
 		}

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -112,6 +113,8 @@ type View struct {
 	Owner string
 	// OwnerRunning: EC2 reports the owner instance running (or its state is unknown).
 	OwnerRunning bool
+	// OwnerState is the owner instance's state as EC2 reported it.
+	OwnerState string
 	// OwnerSince is when this node first saw Owner hold the group.
 	OwnerSince time.Time
 	// Routes are the group's managed routes as EC2 reported them.
@@ -180,6 +183,12 @@ func Decide(v View) Verdict {
 }
 
 func decide(v View) Verdict {
+	if p, ok := v.Peers[v.Owner]; ok && p.Alive && v.Owner != v.Self && !v.OwnerRunning {
+		// Its agent still gossips, but a stopped instance forwards nothing: it cannot own.
+		v.Peers = maps.Clone(v.Peers)
+		p.Healthy, p.Reason = false, "EC2 reports it "+v.OwnerState
+		v.Peers[v.Owner] = p
+	}
 	desired := Desired(v.Peers)
 	verdict := func(a Action, format string, args ...any) Verdict {
 		return Verdict{Action: a, Desired: desired, Reason: fmt.Sprintf(format, args...)}

@@ -205,6 +205,10 @@ func TestDecide(t *testing.T) {
 			v.Routes = []Route{route("rtb-1", "b", "active"), route("rtb-2", "", "missing")}
 		}, want: ActNone, reason: "failback from b in 28s"},
 
+		// EC2 says the owner is stopped while its agent still gossips.
+		{name: "OwnerStoppedInEC2WhileAlive", view: func(v *View) { v.OwnerRunning, v.OwnerState = false, "stopped" },
+			want: ActClaim, desired: "b", reason: "owner a is unhealthy: EC2 reports it stopped"},
+
 		// The operator's takeover.
 		{name: "ForcedTakesFromHealthyOwner", view: func(v *View) { v.Forced = true }, want: ActClaim, reason: "operator asked"},
 		{name: "ForcedWhileOwning", view: func(v *View) { v.Self, v.Owner, v.Forced = "a", "a", true }, want: ActClaim, reason: "operator asked"},

@@ -34,6 +34,8 @@ type fakeCloud struct {
 	claimErr error
 	// hold, when set, blocks claims until closed.
 	hold chan struct{}
+	// down, when set, fails every call with it, as an EC2 that cannot be reached.
+	down error
 }
 
 type fakeClaim struct {
@@ -125,6 +127,9 @@ func (f *fakeCloud) Observe(ctx context.Context, g ec2.Group, self ec2.Self) (ec
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.reads++
+	if f.down != nil {
+		return ec2.Observation{}, f.down
+	}
 	return f.observation(self.InstanceID), nil
 }
 
@@ -144,6 +149,10 @@ func (f *fakeCloud) Claim(ctx context.Context, g ec2.Group, self ec2.Self, known
 	start := time.Now()
 	me := self.InstanceID
 	c := fakeClaim{self: me, known: known != nil}
+	if err := f.down; err != nil {
+		f.claims = append(f.claims, c)
+		return ec2.Report{Started: start, ReadErr: err}, err
+	}
 	if err := f.claimErr; err != nil {
 		f.claimErr = nil
 		f.claims = append(f.claims, c)

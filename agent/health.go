@@ -11,12 +11,48 @@ import (
 // that a node repairing itself stays out long enough for a peer to take over.
 const healthyChecksToRecover = 3
 
-// healthState is this node's datapath health as the run loop knows it.
+// healthState is this node's datapath health as the run loop knows it, and its own instance
+// state as EC2 last reported it.
 type healthState struct {
 	healthy    bool
 	reason     string
 	goodChecks int
 	checking   bool
+	// ec2State is this instance's state in EC2 when it is not one that forwards traffic
+	// (stopping, stopped…), "" otherwise.
+	ec2State string
+}
+
+// healthy reports whether this node may own groups, and why not: its datapath works and EC2
+// does not report its instance stopped.
+func (a *Agent) healthy() (bool, string) {
+	switch {
+	case !a.health.healthy:
+		return false, a.health.reason
+	case a.health.ec2State != "":
+		return false, "EC2 reports this instance " + a.health.ec2State
+	}
+	return true, ""
+}
+
+// noteSelfState records this instance's state from an EC2 read.
+func (a *Agent) noteSelfState(state string) {
+	if running(state) {
+		state = ""
+	}
+	if state == a.health.ec2State {
+		return
+	}
+	if state != "" {
+		a.logger.Warn("EC2 reports this instance not running: it gives up its groups", "state", state)
+	} else {
+		a.logger.Info("EC2 reports this instance running again")
+		now := time.Now()
+		for _, g := range a.groups {
+			g.eligibleSince = now
+		}
+	}
+	a.health.ec2State = state
 }
 
 // checkAtStart sets the datapath up when the agent manages it and checks it once, so that an

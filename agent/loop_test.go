@@ -282,3 +282,62 @@ func TestLoop_BurstCounts(t *testing.T) {
 		})
 	}
 }
+
+// TestLoop_EC2OutageThenTakeover: EC2 cannot be read or written while the owner dies. The
+// backup keeps trying, reads EC2 again every second rather than every reconcile_interval, and
+// takes over as soon as EC2 is back, not after a long backoff.
+func TestLoop_EC2OutageThenTakeover(t *testing.T) {
+	noLeak(t)
+	cloud := newFakeCloud("i-a", "rtb-1")
+	l := startLoop(t, "i-b", loopConfig(100, time.Hour), cloud, nil)
+	l.gossip.peer("i-a", gossip.StateAlive, 200, true)
+	waitFor(t, "the first read", func() bool { return l.status(t).EC2Owner == "i-a" })
+	cloud.set(func(f *fakeCloud) { f.down = errInjected })
+	l.gossip.peer("i-a", gossip.StateDead, 200, true)
+	// Several failed claims: the backoff grows, and is capped.
+	waitFor(t, "three failed claims", func() bool { return len(cloud.claimLog()) >= 3 })
+	reads := func() int { var n int; cloud.set(func(f *fakeCloud) { n = f.reads }); return n }
+	before := reads()
+	waitFor(t, "a read while EC2 is down", func() bool { return reads() > before })
+	cloud.set(func(f *fakeCloud) { f.down = nil })
+	waitFor(t, "the takeover once EC2 is back", func() bool { return cloud.allOn("i-b") })
+	if !l.logged("EC2 readable again") {
+		t.Errorf("no line saying EC2 came back:\n%s", l.log.String())
+	}
+	if l.logged("retry_in=8s") || l.logged("retry_in=16s") {
+		t.Errorf("claim backoff beyond the 4 s cap:\n%s", l.log.String())
+	}
+}
+
+// TestLoop_StoppedInEC2: an owner EC2 reports stopped is taken over although its agent still
+// gossips; and a node that sees its own instance stopped gives up its groups.
+func TestLoop_StoppedInEC2(t *testing.T) {
+	t.Run("Owner", func(t *testing.T) {
+		noLeak(t)
+		cloud := newFakeCloud("i-a", "rtb-1")
+		cloud.set(func(f *fakeCloud) { f.states["i-a"] = "stopped" })
+		l := startLoop(t, "i-b", loopConfig(100, time.Hour), cloud, nil)
+		l.gossip.peer("i-a", gossip.StateAlive, 200, true)
+		waitFor(t, "the takeover", func() bool { return cloud.allOn("i-b") })
+		// Which rule fires depends on whether the first read or the peer's join comes first:
+		// a stopped owner never seen, or a member EC2 reports stopped (TestDecide covers each).
+		if !l.logged("owner i-a is unhealthy: EC2 reports it stopped") && !l.logged("owner i-a is not running") {
+			t.Errorf("reason not logged:\n%s", l.log.String())
+		}
+	})
+	t.Run("Self", func(t *testing.T) {
+		noLeak(t)
+		cloud := newFakeCloud("i-a", "rtb-1")
+		cloud.set(func(f *fakeCloud) { f.states["i-a"] = "stopping" })
+		l := startLoop(t, "i-a", loopConfig(200, time.Hour), cloud, nil)
+		waitFor(t, "the node to see itself stopping", func() bool {
+			ms, _ := l.Members(context.Background())
+			return len(ms) > 0 && !ms[0].Healthy && ms[0].Reason == "EC2 reports this instance stopping"
+		})
+		var meta gossip.Meta
+		waitFor(t, "the peers to be told", func() bool {
+			l.gossip.set(func(g *fakeGossip) { meta = g.meta })
+			return !meta.Healthy
+		})
+	})
+}

@@ -108,7 +108,8 @@ func (a *Agent) anyEligiblePeer() bool {
 // meta is what this node tells its peers.
 func (a *Agent) meta() gossip.Meta {
 	leaving := a.leave != nil
-	m := gossip.Meta{Healthy: a.health.healthy, Reason: a.health.reason, Leaving: leaving, Groups: make(map[string]gossip.GroupMeta)}
+	healthy, reason := a.healthy()
+	m := gossip.Meta{Healthy: healthy, Reason: reason, Leaving: leaving, Groups: make(map[string]gossip.GroupMeta)}
 	for _, g := range a.groups {
 		m.Groups[g.cfg.Name] = gossip.GroupMeta{Priority: g.cfg.Priority, Yielded: g.yielded || leaving, Owns: g.owner == a.id.InstanceID}
 	}

@@ -20,6 +20,9 @@ type groupState struct {
 	observed  bool
 	observing bool
 	fresh     bool
+	// failedAt is when the latest read failed: while EC2 cannot be read it is read again
+	// every unreadableRetry rather than every reconcile_interval.
+	failedAt time.Time
 	// owner holds the Elastic IP, as EC2 said; ownerAt is when this node first saw that.
 	owner   string
 	ownerAt time.Time
@@ -50,6 +53,10 @@ type groupState struct {
 func newGroupState(g config.Group) *groupState {
 	return &groupState{cfg: g, ownsHeard: make(map[string]time.Time), problems: make(map[string]bool)}
 }
+
+// unreadableRetry is how often a group is read again while EC2 cannot be read, so that a
+// takeover waiting for EC2 goes ahead soon after EC2 is back.
+const unreadableRetry = time.Second
 
 type observeResult struct {
 	g   *groupState
@@ -91,15 +98,18 @@ func (a *Agent) onObserved(r observeResult) {
 	g.observing = false
 	if r.err != nil {
 		if g.obsErr == nil || g.obsErr.Error() != r.err.Error() {
-			a.logger.Error("could not read the group from EC2", "group", g.cfg.Name, "error", r.err)
+			a.logger.Error("could not read the group from EC2", "group", g.cfg.Name, "error", r.err, "retry_in", unreadableRetry.String())
 		}
-		g.obsErr = r.err
+		g.obsErr, g.failedAt = r.err, time.Now()
 		return
 	}
 	if g.obsErr != nil {
 		a.logger.Info("EC2 readable again", "group", g.cfg.Name)
+		// A claim that failed while EC2 was down goes ahead now, not after its backoff.
+		g.nextClaim, g.failures = time.Time{}, 0
 	}
 	g.obsErr = nil
+	a.noteSelfState(r.obs.Instances[a.id.InstanceID].State)
 	// Findings are worth a warning once peers have had time to join: before that, route
 	// tables that point at a peer not yet seen look unmanaged.
 	if time.Since(a.started) >= a.startupGrace() {

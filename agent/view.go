@@ -14,6 +14,7 @@ const quietProbes = 2.5
 
 // view is the snapshot Decide works on: facts only, every rule stays in Decide.
 func (a *Agent) view(g *groupState, now time.Time) View {
+	healthy, reason := a.healthy()
 	v := View{
 		Now: now, Self: a.id.InstanceID, Peers: make(map[string]Peer, len(a.members)+1),
 		ManualFailback: g.cfg.Failback == config.FailbackManual, FailbackDelay: g.cfg.FailbackDelay,
@@ -25,7 +26,7 @@ func (a *Agent) view(g *groupState, now time.Time) View {
 		v.Peers[name] = peerOf(m, g.cfg.Name)
 	}
 	v.Peers[a.id.InstanceID] = Peer{
-		Name: a.id.InstanceID, Alive: true, Since: a.started, Healthy: a.health.healthy, Reason: a.health.reason,
+		Name: a.id.InstanceID, Alive: true, Since: a.started, Healthy: healthy, Reason: reason,
 		InGroup: true, Priority: g.cfg.Priority, Yielded: g.yielded, Leaving: a.leave != nil, Owns: g.owner == a.id.InstanceID,
 	}
 	// Drift is judged on a read taken since the last decision, so that a repair is not
@@ -34,8 +35,8 @@ func (a *Agent) view(g *groupState, now time.Time) View {
 		v.Routes = a.routes(g, g.obs)
 	}
 	if g.owner != "" && g.owner != a.id.InstanceID {
-		st := g.obs.Instances[g.owner].State
-		v.OwnerRunning = st == "" || st == ec2.InstanceStateUnknown || st == "pending" || st == "running"
+		v.OwnerState = g.obs.Instances[g.owner].State
+		v.OwnerRunning = running(v.OwnerState)
 		if c := a.burst(g.owner, now); c != nil {
 			v.OwnerConfirmedDead = !c.probe.Alive()
 			v.OwnerOtherKey = c.probe.KeyMismatch()
@@ -46,4 +47,10 @@ func (a *Agent) view(g *groupState, now time.Time) View {
 		}
 	}
 	return v
+}
+
+// running reports whether an EC2 instance state may be forwarding traffic; a state EC2 did not
+// report counts as running.
+func running(state string) bool {
+	return state == "" || state == ec2.InstanceStateUnknown || state == "pending" || state == "running"
 }
