@@ -35,6 +35,9 @@ func startProxy(t *testing.T, o ProxyOptions) (*Proxy, string, *atomic.Int64) {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		upstreamCalls.Add(1)
 		_ = r.ParseForm()
+		if strings.HasPrefix(r.Form.Get("Action"), "Bad") {
+			w.WriteHeader(http.StatusBadRequest)
+		}
 		io.WriteString(w, "<"+r.Form.Get("Action")+"Response/>")
 	}))
 	t.Cleanup(up.Close)

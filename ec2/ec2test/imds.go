@@ -149,3 +149,23 @@ func IMDSConfig(v IMDSValues) []byte {
 	}, "", "  ")
 	return b
 }
+
+// StartIMDSProxy starts a Proxy in front of the metadata mock m for the duration of the test
+// and returns it with its endpoint. Point LoadIdentity (or the SDK's imds client) at the
+// endpoint, then make the metadata service slow (SetLatency), unreachable at once
+// (StartOutage, OutageFor), hung (Hang) or flaky (ResetNext, ResetRate). Its Stats count calls
+// by "METHOD /path", e.g. "PUT /latest/api/token".
+func StartIMDSProxy(t testing.TB, m *IMDS, o ProxyOptions) (*Proxy, string) {
+	t.Helper()
+	p := NewProxy(m.Endpoint, o)
+	ep, err := p.Start()
+	if err != nil {
+		t.Fatalf("start metadata proxy: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := p.Close(); err != nil {
+			t.Errorf("close metadata proxy: %v", err)
+		}
+	})
+	return p, ep
+}

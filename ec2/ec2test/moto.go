@@ -1,6 +1,8 @@
 // Package ec2test runs a moto server as a stand-in for EC2, seeds it with a VPC, instances,
 // route tables and an Elastic IP through the real SDK, and puts an HTTP proxy in front of it
-// that adds latency, EC2-style throttling and injected errors.
+// that adds latency, EC2-style throttling, injected errors, connection resets, outages, hung
+// calls and stale reads. The same proxy in front of the metadata mock makes it slow or
+// unreachable.
 package ec2test
 
 import (

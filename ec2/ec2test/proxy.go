@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -14,57 +15,117 @@ import (
 	"time"
 )
 
-// ProxyOptions shape what a Proxy does to the calls it forwards.
+// ProxyOptions shape what a Proxy does to the calls it forwards from the start; every one of
+// them can be changed later while it runs (SetLatency, SetThrottle).
 type ProxyOptions struct {
 	// Latency is added before every call is answered, as a network round trip would.
 	Latency time.Duration
+	// Jitter adds to Latency a uniformly random extra in [0, Jitter) for each call.
+	Jitter time.Duration
 	// Throttle answers RequestLimitExceeded when EC2's per-account token buckets would:
 	// mutating actions burst 50 and refill 5/s, Describe* actions burst 100 and refill 20/s.
 	Throttle bool
+	// Seed makes the random draws (jitter, ErrorRate, ResetRate) repeatable; 0 picks a random
+	// seed.
+	Seed uint64
 }
 
-// Proxy is an HTTP handler in front of a moto server that adds latency, throttling, injected
-// errors and hung calls, and counts calls per EC2 action.
+// Proxy is an HTTP handler in front of a moto server (or any HTTP server, such as the metadata
+// mock) that adds latency, throttling, injected errors, connection resets, outages, hung calls
+// and stale reads, counts calls per EC2 action, and calls hooks when calls pass. Every method
+// is safe for concurrent use, also while calls are in flight and from inside an OnCall hook.
+//
+// A call goes through these steps in order: an outage resets its connection before it is
+// counted; it is counted in Stats; it hangs (Hang); it waits the latency; an outage that began
+// meanwhile resets it; ResetNext and ResetRate reset it; FailNext, FailFor, ErrorRate and
+// throttling answer an error; it is forwarded; hooks run (OnCall); a stale answer replaces a
+// Describe* answer (StaleReads); LoseAnswerNext resets it; ModifyResponse rewrites the answer,
+// which is written back.
 type Proxy struct {
 	upstream string
-	opts     ProxyOptions
 	client   *http.Client
 
-	mu       sync.Mutex
-	stats    map[string]int
-	fail     map[string][]string // action → codes to answer, in order
-	mutate   *bucket
-	describe *bucket
-	modify   func(action string, body []byte) []byte
-	hangAll  bool
-	hang     map[string]bool // actions whose calls hang
-	release  chan struct{}   // closed by Unhang: hung calls proceed
-	hanging  int             // calls hung right now
+	mu        sync.Mutex
+	rng       *rand.Rand
+	latency   time.Duration
+	jitter    time.Duration
+	throttle  bool
+	mutate    *bucket
+	describe  *bucket
+	stats     map[string]int
+	faults    map[string]int
+	fail      map[string][]string // action → codes to answer, in order
+	failFor   map[string]timedFault
+	errRate   map[string]rateFault
+	resetNext map[string]int
+	resetRate map[string]float64
+	loseNext  map[string]int
+	outage    bool
+	outageEnd time.Time // zero: until EndOutage
+	hooks     map[string]func(n int)
+	passed    map[string]int // successful upstream answers per action, and "" for all
+	staleFor  time.Duration
+	answers   map[string]*staleEntry // Describe* request key → its answers
+	modify    func(action string, body []byte) []byte
+	hangAll   bool
+	hang      map[string]bool // actions whose calls hang
+	release   chan struct{}   // closed by Unhang: hung calls proceed
+	hanging   int             // calls hung right now
 
 	srv *http.Server
 	ln  net.Listener
 }
 
+// Kinds of injected faults counted by Faults.
+const (
+	FaultOutage     = "outage"      // a connection reset during an outage
+	FaultReset      = "reset"       // a connection reset by ResetNext or ResetRate
+	FaultLostAnswer = "lost-answer" // an answer from moto dropped by LoseAnswerNext
+	FaultError      = "error"       // an error answered by FailNext, FailFor or ErrorRate
+	FaultThrottle   = "throttle"    // RequestLimitExceeded answered by the token buckets
+	FaultStale      = "stale"       // a Describe* answer from before a mutation (StaleReads)
+)
+
 // NewProxy returns a proxy forwarding to upstream, e.g. a Moto's Endpoint.
 func NewProxy(upstream string, o ProxyOptions) *Proxy {
 	now := time.Now()
+	seed := o.Seed
+	if seed == 0 {
+		seed = rand.Uint64()
+	}
 	return &Proxy{
-		upstream: strings.TrimRight(upstream, "/"),
-		opts:     o,
-		client:   &http.Client{Timeout: 30 * time.Second},
-		stats:    map[string]int{},
-		fail:     map[string][]string{},
-		hang:     map[string]bool{},
-		mutate:   &bucket{burst: 50, rate: 5, tokens: 50, last: now},
-		describe: &bucket{burst: 100, rate: 20, tokens: 100, last: now},
+		upstream:  strings.TrimRight(upstream, "/"),
+		client:    &http.Client{Timeout: 30 * time.Second},
+		rng:       rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
+		latency:   o.Latency,
+		jitter:    o.Jitter,
+		throttle:  o.Throttle,
+		mutate:    &bucket{burst: 50, rate: 5, tokens: 50, last: now},
+		describe:  &bucket{burst: 100, rate: 20, tokens: 100, last: now},
+		stats:     map[string]int{},
+		faults:    map[string]int{},
+		fail:      map[string][]string{},
+		failFor:   map[string]timedFault{},
+		errRate:   map[string]rateFault{},
+		resetNext: map[string]int{},
+		resetRate: map[string]float64{},
+		loseNext:  map[string]int{},
+		hooks:     map[string]func(int){},
+		passed:    map[string]int{},
+		answers:   map[string]*staleEntry{},
+		hang:      map[string]bool{},
 	}
 }
 
 // Start serves the proxy on a free loopback port and returns its endpoint.
-func (p *Proxy) Start() (endpoint string, err error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+func (p *Proxy) Start() (endpoint string, err error) { return p.StartAt("127.0.0.1:0") }
+
+// StartAt serves the proxy on addr (host:port; port 0 picks a free one) and returns its
+// endpoint. Close stops it.
+func (p *Proxy) StartAt(addr string) (endpoint string, err error) {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return "", fmt.Errorf("listen for proxy: %w", err)
+		return "", fmt.Errorf("listen for proxy on %s: %w", addr, err)
 	}
 	p.ln = ln
 	p.srv = &http.Server{Handler: p, ReadHeaderTimeout: 10 * time.Second}
@@ -86,62 +147,9 @@ func (p *Proxy) Close() error {
 	return nil
 }
 
-// FailNext makes the next n calls of action (e.g. "ReplaceRoute") fail with the EC2 error code,
-// without reaching moto. RequestLimitExceeded and Unavailable answer HTTP 503, InternalError 500,
-// anything else 400.
-func (p *Proxy) FailNext(action string, n int, code string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for range n {
-		p.fail[action] = append(p.fail[action], code)
-	}
-}
-
-// ModifyResponse installs fn to rewrite the body of every successful answer from moto, e.g.
-// to make a route look like a blackhole. nil removes it.
-func (p *Proxy) ModifyResponse(fn func(action string, body []byte) []byte) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.modify = fn
-}
-
-// Hang makes every call of the given actions (of every action when none is given) hang, as an
-// EC2 endpoint that accepts connections and never answers: the call is counted and then waits,
-// unanswered, until the client gives up (the request's context ends) or Unhang is called.
-func (p *Proxy) Hang(actions ...string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.release == nil {
-		p.release = make(chan struct{})
-	}
-	if len(actions) == 0 {
-		p.hangAll = true
-	}
-	for _, a := range actions {
-		p.hang[a] = true
-	}
-}
-
-// Unhang stops hanging calls: the calls hanging now and later ones proceed as usual.
-func (p *Proxy) Unhang() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.release != nil {
-		close(p.release)
-		p.release = nil
-	}
-	p.hangAll = false
-	clear(p.hang)
-}
-
-// Hanging returns how many calls are hanging right now.
-func (p *Proxy) Hanging() int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.hanging
-}
-
-// Stats returns how many calls of each action the proxy received, failed ones included.
+// Stats returns how many calls of each action the proxy received, failed, reset and hung
+// ones included, but not calls reset by an outage (see Faults). A call that is not an EC2
+// Query API call (no Action) counts as "METHOD /path", e.g. "GET /latest/meta-data/mac".
 func (p *Proxy) Stats() map[string]int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -152,11 +160,24 @@ func (p *Proxy) Stats() map[string]int {
 	return out
 }
 
-// ResetStats sets every call count back to zero.
+// Faults returns how many faults of each kind (FaultOutage, FaultReset, …) were injected.
+func (p *Proxy) Faults() map[string]int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[string]int, len(p.faults))
+	for k, v := range p.faults {
+		out[k] = v
+	}
+	return out
+}
+
+// ResetStats sets every call and fault count back to zero. The counts passed to OnCall hooks
+// go on.
 func (p *Proxy) ResetStats() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	clear(p.stats)
+	clear(p.faults)
 }
 
 // Mutations counts the calls in stats of actions that are not Describe*.
@@ -173,8 +194,12 @@ func Mutations(stats map[string]int) int {
 // IsDescribe reports whether action only reads (Describe*), which EC2 throttles separately.
 func IsDescribe(action string) bool { return strings.HasPrefix(action, "Describe") }
 
-// ServeHTTP forwards one EC2 Query API call.
+// ServeHTTP forwards one EC2 Query API call, injecting the faults set on p.
 func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if p.refused() {
+		resetConn(w)
+		return
+	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, 32<<20))
 	if err != nil {
 		http.Error(w, "read body: "+err.Error(), http.StatusBadRequest)
@@ -188,6 +213,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		release = p.release
 		p.hanging++
 	}
+	delay := p.delayLocked()
 	p.mu.Unlock()
 
 	if release != nil {
@@ -205,8 +231,8 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	if p.opts.Latency > 0 {
-		t := time.NewTimer(p.opts.Latency)
+	if delay > 0 {
+		t := time.NewTimer(delay)
 		select {
 		case <-t.C:
 		case <-r.Context().Done():
@@ -215,52 +241,40 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
-	p.mu.Lock()
-	code := ""
-	if q := p.fail[action]; len(q) > 0 {
-		code, p.fail[action] = q[0], q[1:]
-	} else if p.opts.Throttle && action != "" {
-		b := p.mutate
-		if IsDescribe(action) {
-			b = p.describe
-		}
-		if !b.take(time.Now()) {
-			code = "RequestLimitExceeded"
-		}
+	if p.refused() || p.takeReset(action) {
+		resetConn(w)
+		return
 	}
-	modify := p.modify
-	p.mu.Unlock()
-
-	if code != "" {
+	if code := p.takeError(action); code != "" {
 		writeEC2Error(w, code)
 		return
 	}
-	p.forward(w, r, body, action, modify)
-}
-
-func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, body []byte, action string, modify func(string, []byte) []byte) {
-	req, err := http.NewRequestWithContext(r.Context(), r.Method, p.upstream+r.URL.RequestURI(), bytes.NewReader(body))
-	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadGateway)
-		return
-	}
-	req.Header = r.Header.Clone()
-	req.Host = r.Host
-	resp, err := p.client.Do(req)
+	ans, err := p.fetch(r, body)
 	if err != nil {
 		http.Error(w, "upstream: "+err.Error(), http.StatusBadGateway)
 		return
 	}
-	defer resp.Body.Close()
-	out, err := io.ReadAll(resp.Body)
-	if err != nil {
-		http.Error(w, "read upstream: "+err.Error(), http.StatusBadGateway)
+	now := time.Now()
+	if ans.status/100 == 2 {
+		p.runHooks(action)
+	}
+	ans = p.staleAnswer(action, r, body, ans, now)
+	p.mu.Lock()
+	lose := take(p.loseNext, action)
+	if lose {
+		p.faults[FaultLostAnswer]++
+	}
+	modify := p.modify
+	p.mu.Unlock()
+	if lose {
+		resetConn(w)
 		return
 	}
-	if modify != nil && resp.StatusCode/100 == 2 {
+	out := ans.body
+	if modify != nil && ans.status/100 == 2 {
 		out = modify(action, out)
 	}
-	for k, vs := range resp.Header {
+	for k, vs := range ans.header {
 		if strings.EqualFold(k, "Content-Length") {
 			continue
 		}
@@ -268,31 +282,83 @@ func (p *Proxy) forward(w http.ResponseWriter, r *http.Request, body []byte, act
 			w.Header().Add(k, v)
 		}
 	}
-	w.WriteHeader(resp.StatusCode)
+	w.WriteHeader(ans.status)
 	_, _ = w.Write(out)
 }
 
-// actionOf finds the EC2 action in a Query API request (form body or URL query).
+// answer is what the upstream answered to one call.
+type answer struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+// fetch forwards the call upstream and reads the whole answer.
+func (p *Proxy) fetch(r *http.Request, body []byte) (answer, error) {
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, p.upstream+r.URL.RequestURI(), bytes.NewReader(body))
+	if err != nil {
+		return answer{}, err
+	}
+	req.Header = r.Header.Clone()
+	req.Host = r.Host
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return answer{}, err
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return answer{}, fmt.Errorf("read upstream: %w", err)
+	}
+	return answer{status: resp.StatusCode, header: resp.Header, body: out}, nil
+}
+
+// resetConn closes the call's connection with a TCP reset and no answer. Where the connection
+// cannot be taken over (HTTP/2, a test recorder), it aborts the call instead.
+func resetConn(w http.ResponseWriter) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		panic(http.ErrAbortHandler)
+	}
+	conn, _, err := hj.Hijack()
+	if err != nil {
+		panic(http.ErrAbortHandler)
+	}
+	if tc, ok := conn.(*net.TCPConn); ok {
+		_ = tc.SetLinger(0) // close sends RST, not FIN
+	}
+	_ = conn.Close()
+}
+
+// actionOf finds the EC2 action in a Query API request (form body or URL query); for any other
+// request it is "METHOD /path".
 func actionOf(r *http.Request, body []byte) string {
 	if v, err := url.ParseQuery(string(body)); err == nil && v.Get("Action") != "" {
 		return v.Get("Action")
 	}
-	return r.URL.Query().Get("Action")
+	if a := r.URL.Query().Get("Action"); a != "" {
+		return a
+	}
+	return r.Method + " " + r.URL.Path
 }
 
 // writeEC2Error answers like EC2 does, with its XML error document.
 func writeEC2Error(w http.ResponseWriter, code string) {
-	status := http.StatusBadRequest
-	switch code {
-	case "RequestLimitExceeded", "Unavailable", "ServiceUnavailable":
-		status = http.StatusServiceUnavailable
-	case "InternalError", "InternalFailure":
-		status = http.StatusInternalServerError
-	}
 	w.Header().Set("Content-Type", "text/xml;charset=UTF-8")
-	w.WriteHeader(status)
+	w.WriteHeader(errorStatus(code))
 	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>
 <Response><Errors><Error><Code>%s</Code><Message>injected by ec2test proxy: %s</Message></Error></Errors><RequestID>00000000-0000-0000-0000-000000000000</RequestID></Response>`, code, code)
+}
+
+// errorStatus is the HTTP status EC2 answers with an error code.
+func errorStatus(code string) int {
+	switch code {
+	case "RequestLimitExceeded", "Unavailable", "ServiceUnavailable":
+		return http.StatusServiceUnavailable
+	case "InternalError", "InternalFailure":
+		return http.StatusInternalServerError
+	}
+	return http.StatusBadRequest
 }
 
 // bucket is a token bucket: burst tokens at most, refilled at rate per second.
