@@ -4,12 +4,18 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/natganker/natganker/agent"
 )
@@ -30,6 +36,10 @@ func NewClient(socketPath string) *Client {
 	c.http = &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			conn, err := dialer.DialContext(ctx, "unix", socketPath)
+			if errors.Is(err, fs.ErrPermission) {
+				// The socket's mode keeps this user out; the agent would refuse it too.
+				return nil, &PermissionError{UID: os.Geteuid(), Err: err}
+			}
 			if err != nil {
 				return nil, &UnreachableError{Socket: socketPath, Err: err}
 			}
@@ -84,11 +94,15 @@ func (c *Client) action(ctx context.Context, op, path string, timeout time.Durat
 	return out, nil
 }
 
-// opError prefixes err with the operation, except when the agent could not be reached at all:
-// that message stands on its own and is the same for every operation.
+// opError prefixes err with the operation, except when the agent could not be reached at all
+// or refused this user: those messages stand on their own and are the same for every
+// operation.
 func opError(op string, err error) error {
 	if ue, ok := isUnreachable(err); ok {
 		return ue
+	}
+	if pe, ok := isPermission(err); ok {
+		return pe
 	}
 	return fmt.Errorf("%s: %w", op, err)
 }
@@ -119,6 +133,9 @@ func (c *Client) do(ctx context.Context, method, path string, in any, serverTime
 		if ue, ok := isUnreachable(err); ok {
 			return ue
 		}
+		if pe, ok := isPermission(err); ok {
+			return pe
+		}
 		return fmt.Errorf("talk to the agent at %s: %w", c.socket, err)
 	}
 	defer resp.Body.Close()
@@ -127,14 +144,61 @@ func (c *Client) do(ctx context.Context, method, path string, in any, serverTime
 		return fmt.Errorf("read answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		var e errorResponse
-		if json.Unmarshal(data, &e) != nil || e.Error == "" {
-			e.Error = fmt.Sprintf("agent answered %s: %s", resp.Status, strings.TrimSpace(string(data)))
-		}
-		return &RemoteError{StatusCode: resp.StatusCode, Message: e.Error, Code: e.Code}
+		return remoteError(resp, data)
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("decode answer: %w", err)
 	}
 	return nil
+}
+
+// Bounds on what the client repeats of an error answer. An agent's error can list several
+// EC2 failures; an answer that is not even JSON is shown only as a clue.
+const (
+	maxMessage = 8 << 10
+	maxRawBody = 512
+)
+
+// remoteError turns an answer that is not 200 into the error the caller sees. The agent's
+// words end up on an operator's terminal, so they are made printable and bounded.
+func remoteError(resp *http.Response, data []byte) error {
+	var e errorResponse
+	if json.Unmarshal(data, &e) != nil || e.Error == "" {
+		return &RemoteError{StatusCode: resp.StatusCode,
+			Message: fmt.Sprintf("agent answered %s: %s", printable(resp.Status, maxRawBody), printable(strings.TrimSpace(string(data)), maxRawBody))}
+	}
+	if resp.StatusCode == http.StatusForbidden && e.Code == codeUserRefused {
+		uid := os.Geteuid()
+		if e.UID != nil {
+			uid = *e.UID
+		}
+		return &PermissionError{UID: uid}
+	}
+	return &RemoteError{StatusCode: resp.StatusCode, Message: printable(e.Error, maxMessage), Code: printable(e.Code, maxRawBody)}
+}
+
+// printable returns s with every character a terminal would not simply print (control
+// characters other than newline and tab, format characters such as bidirectional overrides,
+// invalid UTF-8) written as a Go escape, and cut after limit bytes with a note of how much
+// was left out.
+func printable(s string, limit int) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		if b.Len() >= limit {
+			fmt.Fprintf(&b, "… (%d more bytes)", len(s)-i)
+			break
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			fmt.Fprintf(&b, `\x%02x`, s[i])
+		case r == '\n' || r == '\t' || unicode.IsPrint(r):
+			b.WriteString(s[i : i+size])
+		default:
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+		}
+		i += size
+	}
+	return b.String()
 }

@@ -41,9 +41,16 @@ const (
 // maxBodyBytes bounds a request body; a list of group names is tiny.
 const maxBodyBytes = 1 << 20
 
-// codeUnknownGroup marks an error answer caused by agent.ErrUnknownGroup, so the client can
-// hand the same sentinel back to its caller.
-const codeUnknownGroup = "unknown_group"
+// Machine-readable reasons of error answers.
+const (
+	// codeUnknownGroup marks an error answer caused by agent.ErrUnknownGroup, so the client
+	// can hand the same sentinel back to its caller.
+	codeUnknownGroup = "unknown_group"
+	// codeUserRefused marks a 403: the connecting user is neither root nor the agent's user.
+	codeUserRefused = "user_refused"
+	// codePeerUnknown marks a 403: the kernel could not tell who connected.
+	codePeerUnknown = "peer_unknown"
+)
 
 // groupsRequest is the body of yield, resume and takeover. No groups means all groups.
 type groupsRequest struct {
@@ -54,6 +61,8 @@ type groupsRequest struct {
 type errorResponse struct {
 	Error string `json:"error"`
 	Code  string `json:"code,omitempty"`
+	// UID is the refused user, with codeUserRefused.
+	UID *int `json:"uid,omitempty"`
 }
 
 // RemoteError is an error answered by the agent. It matches agent.ErrUnknownGroup with

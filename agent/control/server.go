@@ -21,9 +21,10 @@ const shutdownGrace = 5 * time.Second
 
 // Server serves a Controller on a unix socket.
 type Server struct {
-	ctrl   agent.Controller
-	path   string
-	logger hclog.Logger
+	ctrl    agent.Controller
+	path    string
+	logger  hclog.Logger
+	allowed []int // uids allowed to connect
 
 	mu      sync.Mutex // guards the fields below across Start and Close
 	started bool
@@ -36,19 +37,24 @@ type Server struct {
 }
 
 // NewServer returns a server for ctrl on socketPath, which Start claims with Listen. It
-// starts nothing.
-func NewServer(ctrl agent.Controller, socketPath string, logger hclog.Logger) *Server {
+// starts nothing. Only root and the user the agent runs as may use it unless an option says
+// otherwise.
+func NewServer(ctrl agent.Controller, socketPath string, logger hclog.Logger, opts ...Option) *Server {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	return &Server{ctrl: ctrl, path: socketPath, logger: logger.Named("control")}
+	s := &Server{ctrl: ctrl, path: socketPath, logger: logger.Named("control"), allowed: defaultUIDs()}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // NewServerOn returns a server for ctrl on a socket already claimed with Listen. It starts
 // nothing. Close stops serving but leaves ln claimed: the caller releases it, which lets an
 // agent keep other agents off its socket until it has left the cluster.
-func NewServerOn(ctrl agent.Controller, ln *Listener, logger hclog.Logger) *Server {
-	s := NewServer(ctrl, ln.Path(), logger)
+func NewServerOn(ctrl agent.Controller, ln *Listener, logger hclog.Logger, opts ...Option) *Server {
+	s := NewServer(ctrl, ln.Path(), logger, opts...)
 	s.ln = ln
 	return s
 }
@@ -72,9 +78,10 @@ func (s *Server) Start(ctx context.Context) error {
 	base, cancel := context.WithCancel(ctx)
 	s.cancel = cancel
 	s.srv = &http.Server{
-		Handler:           s.routes(),
+		Handler:           s.guard(s.routes()),
 		ReadHeaderTimeout: 5 * time.Second,
 		BaseContext:       func(net.Listener) context.Context { return base },
+		ConnContext:       s.connContext,
 		ErrorLog:          s.logger.StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
 	s.started = true
