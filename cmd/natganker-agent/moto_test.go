@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +14,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	awsec2 "github.com/aws/aws-sdk-go-v2/service/ec2"
 
 	"github.com/natganker/natganker/agent"
 	"github.com/natganker/natganker/agent/control"
@@ -213,6 +217,78 @@ func TestWithMoto(t *testing.T) {
 		}
 	})
 
+	// The metadata service is asked once, at start: an agent that learnt who it is keeps
+	// running, answering and taking over when the service goes away.
+	t.Run("MetadataGoneAfterStart", func(t *testing.T) {
+		imds := ec2test.StartIMDS(t, ec2test.IMDSValues{InstanceID: self, Region: world.Region, AvailabilityZone: "us-east-1a",
+			LocalIPv4: "127.0.0.1", MAC: "0e:00:00:00:00:11", VPCCIDR: "10.0.0.0/16"})
+		dir, err := os.MkdirTemp("", "ngimds")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.RemoveAll(dir) })
+		sock := filepath.Join(dir, "agent.sock")
+		cfg := writeFile(t, "agent.hcl", withIMDS(motoConfig(world, moto.Endpoint, freePort(t), sock, rtb), imds.Endpoint))
+		ra := startRun(t, cfg)
+		client := control.NewClient(sock)
+		waitFor(t, 20*time.Second, "the agent to read EC2", func() bool {
+			st, err := client.Status(context.Background())
+			return err == nil && len(st.Groups) == 1 && !st.Groups[0].ObservedAt.IsZero()
+		})
+		if !strings.Contains(ra.logs.String(), `"vpc_cidr":"10.0.0.0/16"`) {
+			t.Fatalf("the identity did not come from the metadata service:\n%s", ra.logs.String())
+		}
+
+		imds.Stop()
+		if resp, err := http.Get(imds.Endpoint + "/latest/meta-data/instance-id"); err == nil {
+			resp.Body.Close()
+			t.Fatalf("the metadata service still answers after Stop")
+		}
+		// Someone moves the address and the route away behind the agent's back.
+		api := ec2test.API(moto.Endpoint, world.Region)
+		other := world.Instances[1].ID
+		ctx := context.Background()
+		if _, err := api.AssociateAddress(ctx, &awsec2.AssociateAddressInput{AllocationId: aws.String(world.AllocationID),
+			InstanceId: aws.String(other), AllowReassociation: aws.Bool(true)}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := api.ReplaceRoute(ctx, &awsec2.ReplaceRouteInput{RouteTableId: aws.String(rtb),
+			DestinationCidrBlock: aws.String("0.0.0.0/0"), InstanceId: aws.String(other)}); err != nil {
+			t.Fatal(err)
+		}
+
+		r := run(t, "status", "-socket", sock)
+		if r.code != 0 || !strings.HasPrefix(r.stdout, "Node "+self) {
+			t.Errorf("status with the metadata service gone: code %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+		}
+		r = run(t, "takeover", "-group", "egress", "-socket", sock)
+		if r.code != 0 || !strings.HasPrefix(r.stdout, "egress: ") {
+			t.Errorf("takeover with the metadata service gone: code %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+		}
+		waitFor(t, 10*time.Second, "EC2 to point the address and the route at this instance again", func() bool {
+			ao, err := api.DescribeAddresses(ctx, &awsec2.DescribeAddressesInput{AllocationIds: []string{world.AllocationID}})
+			if err != nil || len(ao.Addresses) != 1 || aws.ToString(ao.Addresses[0].InstanceId) != self {
+				return false
+			}
+			ro, err := api.DescribeRouteTables(ctx, &awsec2.DescribeRouteTablesInput{RouteTableIds: []string{rtb}})
+			if err != nil || len(ro.RouteTables) != 1 {
+				return false
+			}
+			for _, route := range ro.RouteTables[0].Routes {
+				if aws.ToString(route.DestinationCidrBlock) == "0.0.0.0/0" {
+					return aws.ToString(route.InstanceId) == self
+				}
+			}
+			return false
+		})
+		if err := ra.stop(t, 20*time.Second); err != nil {
+			t.Errorf("run returned %v after SIGTERM", err)
+		}
+		if strings.Contains(ra.logs.String(), `"@level":"error"`) {
+			t.Errorf("the agent logged errors with the metadata service gone:\n%s", ra.logs.String())
+		}
+	})
+
 	// Regression: a second run with the same control socket used to join gossip under the
 	// running agent's name (the instance id) for about 0.6 s before it found the socket taken.
 	t.Run("SecondRunRefusedBeforeJoining", func(t *testing.T) {
@@ -268,6 +344,14 @@ func TestWithMoto(t *testing.T) {
 			}
 		}
 	})
+}
+
+// withIMDS replaces the node block of cfg, which gives the whole identity, with one that
+// sends the agent to the metadata service at endpoint.
+func withIMDS(cfg, endpoint string) string {
+	start := strings.Index(cfg, "node {")
+	end := start + strings.Index(cfg[start:], "}\n") + 2
+	return cfg[:start] + fmt.Sprintf("node {\n  imds_endpoint = %q\n}\n", endpoint) + cfg[end:]
 }
 
 // runningAgent is a run command started in the background by startRun.

@@ -57,6 +57,8 @@ A problem with the control socket is reported alone; the other checks report eve
 at once. Either way run exits 1 without having asked or joined anyone.
 
 Logs go to standard error: text on a terminal, JSON otherwise, unless log.format says.
+A gossip key that users other than its owner can read or write is logged once at start as
+a warning, with the chmod that fixes it.
 
 SIGTERM or SIGINT stops the agent gracefully: it stops serving the control socket,
 hands the groups it owns to the next agent, leaves the cluster, removes the control socket
@@ -93,6 +95,10 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 	logger, err := newLogger(cfg.Log, c.stderr)
 	if err != nil {
 		return err
+	}
+	for _, w := range config.KeyFileWarnings(cfg) {
+		logger.Warn("the gossip key file is open to other users: whoever reads the key can forge gossip and trigger failovers",
+			"setting", w.Setting, "path", w.Path, "mode", fmt.Sprintf("%04o", uint32(w.Mode)), "fix", w.Fix())
 	}
 
 	sigc := c.signals

@@ -36,7 +36,10 @@ func (c *ValidateCommand) Usage() string {
 
 Parses and checks the configuration file without starting anything, and prints
 "config OK" with the groups it defines, or every problem found with its position in
-the file. The gossip key file named by encrypt_key_file is read too.
+the file. The gossip key file named by encrypt_key_file is read too. A gossip key that
+users other than its owner can read or write (in the key file, or in the configuration
+file itself) is reported as a warning, with the chmod that fixes it; it does not change
+the exit status.
 
 With -remote it also asks the instance metadata service who this instance is and reads,
 for each group, who holds the Elastic IP and where each managed route points, exactly
@@ -68,6 +71,10 @@ func (c *ValidateCommand) Run(ctx context.Context, args []string) error {
 	cfg, err := config.Load(c.config)
 	if err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
+	}
+	// Warnings do not change the exit status: the agent would run with this file.
+	for _, w := range config.KeyFileWarnings(cfg) {
+		fmt.Fprintf(c.stderr, "Warning: %s\n", w)
 	}
 	fmt.Fprintf(c.stdout, "config OK: %s\n", describeConfig(cfg))
 	if !c.remote {
