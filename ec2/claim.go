@@ -35,6 +35,9 @@ type Report struct {
 	// and with every route; Verified is when the claim was done, second round and its
 	// verification included. All are measured from Started.
 	EIPDone, RoutesDone, Verified time.Duration
+	// Rereads counts the waits of the verification for EC2 to show what the claim moved
+	// (see Claim).
+	Rereads int
 	// ReadErr is set when the state before acting could not be read; the Elastic IP and the
 	// configured route tables were then moved without looking first.
 	ReadErr error
@@ -93,9 +96,19 @@ func (r Report) Changed() bool {
 }
 
 // Claim points the group's Elastic IP and every managed route at self, reads them back, moves
-// again at once whatever does not point at self (a second round), and verifies once more; only
-// what is still wrong after that is an error. A failing step does not stop the others. The
-// report is returned even with an error, which is Report.Err().
+// again whatever does not point at self (a second round), and verifies once more; only what is
+// still wrong after that is an error. A failing step does not stop the others. The report is
+// returned even with an error, which is Report.Err().
+//
+// EC2 is eventually consistent: a read right after a change may still show the old state.
+// So what this claim itself moved with success and reads back as wrong is read again, after
+// 100 ms, 200 ms, 400 ms… (Report.Rereads counts the waits), until it reads right or the
+// verification budget is spent: Options.VerifyWait (default 2s), at most a quarter of the time
+// left before ctx's deadline, for the whole claim. Only what is still wrong then gets the
+// second round. What the claim did not move (found in place by the first read, or a table
+// that appeared since known) and reads wrong is moved again at once. Each resource is moved
+// at most twice; after its second round it is read again the same way while the budget
+// lasts. A stale read is logged at debug level only.
 //
 // With known == nil (a repair by the owner, or any claim without a recent read) Claim reads
 // first and touches only what does not point at self, so claiming twice is harmless and a
@@ -141,7 +154,7 @@ func (c *Client) Claim(ctx context.Context, g Group, self Self, known *Observati
 	}
 	rep.Verified = time.Since(rep.Started)
 	c.log.Debug("claimed", "group", g.Name, "known", known != nil, "eip", rep.EIP.Action, "routes", len(rep.Routes),
-		"second_round", rep.secondRound(), "eip_done", rep.EIPDone, "routes_done", rep.RoutesDone,
+		"second_round", rep.secondRound(), "rereads", rep.Rereads, "eip_done", rep.EIPDone, "routes_done", rep.RoutesDone,
 		"verified", rep.Verified, "error", rep.Err())
 	return rep, rep.Err()
 }
@@ -235,35 +248,147 @@ func (c *Client) apply(ctx context.Context, m me, ref string, mv moves, started 
 	return eip, eipDone, routes
 }
 
-// settle verifies the claim and, when something does not point at self, moves it again at once
-// and verifies once more.
+// Bounds of the verification's re-reads (see Claim).
+const (
+	firstVerifyWait = 100 * time.Millisecond
+	// verifyShare is the share of the time left before the claim's deadline the re-reads
+	// may use at most, so that a second round still fits.
+	verifyShare = 4
+)
+
+// eipKey names the Elastic IP among the route keys of a claim.
+var eipKey = routeKey{}
+
+// mismatch is one thing the verification found not pointing at self.
+type mismatch struct {
+	eip     bool   // the Elastic IP; else route
+	allocID string // of the Elastic IP
+	route   Route
+	err     error // what is wrong, for the report and logs
+}
+
+func (w mismatch) key() routeKey {
+	if w.eip {
+		return eipKey
+	}
+	return routeKey{w.route.RouteTableID, w.route.Destination}
+}
+
+// movesOf turns mismatches into a round of calls.
+func movesOf(ws []mismatch) moves {
+	var mv moves
+	for _, w := range ws {
+		if w.eip {
+			mv.eip, mv.allocID = true, w.allocID
+		} else {
+			mv.routes = append(mv.routes, w.route)
+		}
+	}
+	return mv
+}
+
+// verifyBudget is how long the verification may keep re-reading: Options.VerifyWait, at most
+// a quarter of the time left before ctx's deadline.
+func (c *Client) verifyBudget(ctx context.Context) time.Duration {
+	b := c.opts.VerifyWait
+	if d, ok := ctx.Deadline(); ok {
+		b = min(b, time.Until(d)/verifyShare)
+	}
+	return max(b, 0)
+}
+
+// settle verifies the claim. What the claim moved itself and still reads as wrong is read
+// again with a growing backoff until it reads right or the verification budget is spent (EC2
+// is eventually consistent); anything else wrong, and what is still wrong when the budget is
+// spent, is moved again at once (a second round, at most once per resource) and verified. What
+// is still wrong after that is the verification error.
 func (c *Client) settle(ctx context.Context, g Group, m me, rep *Report) {
-	fix, wrong, errs := c.check(ctx, g, m, rep)
-	if fix.empty() {
-		rep.VerifyErr = errors.Join(errs...)
-		return
+	deadline := time.Now().Add(c.verifyBudget(ctx))
+	wait := firstVerifyWait
+	moved := rep.moved() // by this claim, with success
+	again := map[routeKey]bool{}
+	for {
+		wrong, errs := c.check(ctx, g, m, rep)
+		var pending, move, final []mismatch
+		patient := ctx.Err() == nil && time.Now().Before(deadline)
+		for _, w := range wrong {
+			switch {
+			case moved[w.key()] && patient:
+				pending = append(pending, w)
+			case !again[w.key()]:
+				move = append(move, w)
+			default:
+				final = append(final, w)
+			}
+		}
+		if len(move) > 0 {
+			c.log.Info("claim: moving again what the verification found not pointing at self", "group", g.Name, "wrong", describe(move))
+			fix := movesOf(move)
+			eip, _, routes := c.apply(ctx, m, g.ElasticIP, fix, rep.Started)
+			if fix.eip {
+				rep.EIP = eip
+				rep.EIP.SecondRound = true
+			}
+			rep.record(routes, true)
+			for k := range rep.moved() {
+				moved[k] = true
+			}
+			for _, w := range move {
+				again[w.key()] = true
+			}
+			continue // verify at once what the second round did
+		}
+		if len(pending) == 0 {
+			for _, w := range final {
+				errs = append(errs, w.err)
+			}
+			rep.VerifyErr = errors.Join(errs...)
+			return
+		}
+		// EC2 may still show what this claim has just changed as it was: not an error.
+		pause := min(wait, time.Until(deadline))
+		c.log.Debug("claim: read-back does not show the change yet; reading again", "group", g.Name,
+			"wait", pause, "pending", describe(pending))
+		rep.Rereads++
+		t := time.NewTimer(pause)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+		wait *= 2
 	}
-	var why []string
-	for _, w := range wrong {
-		why = append(why, w.Error())
+}
+
+// describe lists mismatches for logs.
+func describe(ws []mismatch) []string {
+	out := make([]string, len(ws))
+	for i, w := range ws {
+		out[i] = w.err.Error()
 	}
-	c.log.Info("claim: moving again what the verification found not pointing at self", "group", g.Name, "wrong", why)
-	eip, _, routes := c.apply(ctx, m, g.ElasticIP, fix, rep.Started)
-	if fix.eip {
-		rep.EIP = eip
-		rep.EIP.SecondRound = true
+	return out
+}
+
+// moved returns the Elastic IP (eipKey) and the routes the claim changed with success.
+func (r Report) moved() map[routeKey]bool {
+	out := map[routeKey]bool{}
+	if r.EIP.Action == ActionAssociated && r.EIP.Err == nil {
+		out[eipKey] = true
 	}
-	rep.record(routes, true)
-	_, wrong, errs = c.check(ctx, g, m, rep)
-	rep.VerifyErr = errors.Join(append(errs, wrong...)...)
+	for _, s := range r.Routes {
+		if (s.Action == ActionReplaced || s.Action == ActionCreated) && s.Err == nil {
+			out[routeKey{s.RouteTableID, s.Destination}] = true
+		}
+	}
+	return out
 }
 
 // check reads back the Elastic IP and the route tables, re-selecting the tables as Observe
-// does, and returns what does not point at self: as moves for another round (fix), described
-// (wrong), and apart from it what cannot be fixed by moving (errs). The routes checked are
-// those selected now and those the claim moved; a step that failed is left out, its error
-// stands. A configured route table that does not exist gets a failed step.
-func (c *Client) check(ctx context.Context, g Group, m me, rep *Report) (fix moves, wrong, errs []error) {
+// does, and returns what does not point at self (wrong) and, apart from it, what cannot be
+// fixed by moving (errs). The routes checked are those selected now and those the claim
+// moved; a step that failed is left out, its error stands. A configured route table that does
+// not exist gets a failed step.
+func (c *Client) check(ctx context.Context, g Group, m me, rep *Report) (wrong []mismatch, errs []error) {
 	er, tr := c.read(ctx, g, m)
 	if g.ElasticIP != "" && rep.EIP.Err == nil {
 		switch {
@@ -272,13 +397,13 @@ func (c *Client) check(ctx context.Context, g Group, m me, rep *Report) (fix mov
 		case !er.found:
 			errs = append(errs, fmt.Errorf("verify: elastic ip %s not found", g.ElasticIP))
 		case !m.owns(er.eip.InstanceID, er.eip.ENIID):
-			fix.eip, fix.allocID = true, er.eip.AllocationID
-			wrong = append(wrong, fmt.Errorf("verify: elastic ip %s points at %s, want %s",
-				g.ElasticIP, orNone(er.eip.InstanceID, er.eip.ENIID), m.target()))
+			wrong = append(wrong, mismatch{eip: true, allocID: er.eip.AllocationID,
+				err: fmt.Errorf("verify: elastic ip %s points at %s, want %s",
+					g.ElasticIP, orNone(er.eip.InstanceID, er.eip.ENIID), m.target())})
 		}
 	}
 	if tr.err != nil {
-		return fix, wrong, append(errs, fmt.Errorf("verify: %w", tr.err))
+		return wrong, append(errs, fmt.Errorf("verify: %w", tr.err))
 	}
 	rep.Problems = tr.problems
 	rep.addMissing(tr.missing, g.destinations())
@@ -311,11 +436,10 @@ func (c *Client) check(ctx context.Context, g Group, m me, rep *Report) (fix mov
 		if r.State == RouteActive && m.owns(r.InstanceID, r.ENIID) {
 			continue
 		}
-		fix.routes = append(fix.routes, r)
-		wrong = append(wrong, fmt.Errorf("verify: route %s in %s points at %s (%s), want %s",
-			r.Destination, r.RouteTableID, orNone(r.InstanceID, r.ENIID, r.OtherTarget), r.State, m.target()))
+		wrong = append(wrong, mismatch{route: r, err: fmt.Errorf("verify: route %s in %s points at %s (%s), want %s",
+			r.Destination, r.RouteTableID, orNone(r.InstanceID, r.ENIID, r.OtherTarget), r.State, m.target())})
 	}
-	return fix, wrong, errs
+	return wrong, errs
 }
 
 // routeKey names one destination of one route table.

@@ -1,13 +1,16 @@
 package ec2
 
 import (
+	"io"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	ec2sdk "github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/natganker/natganker/ec2/ec2test"
 )
@@ -175,7 +178,9 @@ func TestClient_ClaimKnown(t *testing.T) {
 		}
 	})
 
-	t.Run("ElasticIPSecondRound", func(t *testing.T) {
+	// The first read-back still shows the address on A, as EC2 may right after a change: it
+	// is read again, not moved again.
+	t.Run("ElasticIPReadAgain", func(t *testing.T) {
 		f := newFixture(t, standardSpec(), ec2test.ProxyOptions{}, Options{})
 		ctx := ctxT(t)
 		a, b := f.world.Instances[0], f.world.Instances[1]
@@ -184,7 +189,6 @@ func TestClient_ClaimKnown(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// The first read-back shows the address still on A, as if A had moved it back.
 		var once atomic.Bool
 		once.Store(true)
 		f.proxy.ModifyResponse(func(action string, body []byte) []byte {
@@ -199,6 +203,47 @@ func TestClient_ClaimKnown(t *testing.T) {
 		if err != nil {
 			t.Fatalf("claim: %v", err)
 		}
+		if rep.EIP.Action != ActionAssociated || rep.EIP.SecondRound {
+			t.Errorf("eip step = %+v, want associated in the first round only", rep.EIP)
+		}
+		stats := f.proxy.Stats()
+		if stats["AssociateAddress"] != 1 || stats["DescribeAddresses"] != 2 || rep.Rereads != 1 {
+			t.Errorf("calls = %v, rereads = %d; want one AssociateAddress, read back twice after one wait", stats, rep.Rereads)
+		}
+	})
+
+	// A moves the address back right after B's AssociateAddress: B reads it back on A until
+	// the verification budget is spent, then moves it again.
+	t.Run("ElasticIPSecondRound", func(t *testing.T) {
+		f := newFixture(t, standardSpec(), ec2test.ProxyOptions{}, Options{VerifyWait: 300 * time.Millisecond})
+		ctx := ctxT(t)
+		a, b := f.world.Instances[0], f.world.Instances[1]
+		g := Group{Name: "g1", ElasticIP: f.world.AllocationID, RouteTableIDs: f.world.RouteTableIDs[:1]}
+		known, err := f.client.Observe(ctx, g, Self{InstanceID: b.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		moveBack := make(chan error, 1)
+		f.proxy.OnCall("AssociateAddress", func(n int) {
+			if n == 1 {
+				_, err := f.raw.AssociateAddress(ctx, &ec2sdk.AssociateAddressInput{AllocationId: aws.String(f.world.AllocationID),
+					InstanceId: aws.String(a.ID), AllowReassociation: aws.Bool(true)})
+				moveBack <- err
+			}
+		})
+		f.proxy.ResetStats()
+		rep, err := f.client.Claim(ctx, g, Self{InstanceID: b.ID}, &known)
+		select {
+		case err := <-moveBack:
+			if err != nil {
+				t.Fatalf("move back: %v", err)
+			}
+		default:
+			t.Fatal("the hook did not run")
+		}
+		if err != nil {
+			t.Fatalf("claim: %v", err)
+		}
 		if rep.EIP.Action != ActionAssociated || !rep.EIP.SecondRound {
 			t.Errorf("eip step = %+v, want associated in the second round", rep.EIP)
 		}
@@ -208,13 +253,16 @@ func TestClient_ClaimKnown(t *testing.T) {
 		if n := f.proxy.Stats()["AssociateAddress"]; n != 2 {
 			t.Errorf("AssociateAddress calls = %d, want 2", n)
 		}
+		if inst, _ := f.rawEIP(t); inst != b.ID {
+			t.Errorf("eip on %q, want %s", inst, b.ID)
+		}
 	})
 }
 
 func TestClient_ClaimSecondRound(t *testing.T) {
-	// A route EC2 keeps reporting as a blackhole: replaced, found wrong, replaced again, still
-	// wrong. Only then is it an error.
-	f := newFixture(t, standardSpec(), ec2test.ProxyOptions{}, Options{})
+	// A route EC2 keeps reporting as a blackhole: replaced, read back wrong until the
+	// verification budget is spent, replaced again, still wrong. Only then is it an error.
+	f := newFixture(t, standardSpec(), ec2test.ProxyOptions{}, Options{VerifyWait: time.Second})
 	ctx := ctxT(t)
 	b := f.inst(1)
 	rts := f.world.RouteTableIDs[:2]
@@ -240,7 +288,100 @@ func TestClient_ClaimSecondRound(t *testing.T) {
 	if n := f.proxy.Stats()["ReplaceRoute"]; n != 3 {
 		t.Errorf("ReplaceRoute calls = %d, want 3 (both routes, then the blackhole again)", n)
 	}
-	if f.proxy.Stats()["DescribeRouteTables"] != 3 {
-		t.Errorf("DescribeRouteTables calls = %d, want 3 (read, verify, verify again)", f.proxy.Stats()["DescribeRouteTables"])
+	// The read, the read-back and one more after each wait, then one after the second round.
+	// Waits of 100, 200, 400 ms and the rest of the 1s budget: at most 4.
+	if n := f.proxy.Stats()["DescribeRouteTables"]; rep.Rereads < 1 || rep.Rereads > 4 || n != rep.Rereads+3 {
+		t.Errorf("DescribeRouteTables calls = %d after %d waits, want 3 more than the waits, 1 to 4 of them", n, rep.Rereads)
 	}
+}
+
+// Under EC2's eventual consistency (the proxy answers every read-back with the state before
+// the claim for 1 s), a claim reads back until EC2 shows its change and moves nothing twice.
+func TestClient_ClaimStaleReads(t *testing.T) {
+	const window = time.Second
+	for _, tc := range []struct {
+		name  string
+		known bool
+	}{
+		{"Takeover", true},
+		{"Repair", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var logs logBuffer
+			logger := hclog.New(&hclog.LoggerOptions{Name: t.Name(), Level: hclog.Debug, Output: io.MultiWriter(&logs, testWriter{t})})
+			f := newFixture(t, standardSpec(), ec2test.ProxyOptions{}, Options{Logger: logger})
+			ctx := ctxT(t)
+			b := f.inst(1)
+			rts := f.world.RouteTableIDs[:3]
+			g := Group{Name: "g1", ElasticIP: f.world.AllocationID, RouteTableIDs: rts}
+			f.proxy.StaleReads(window)
+			var known *Observation
+			if tc.known {
+				obs, err := f.client.Observe(ctx, g, Self{InstanceID: b})
+				if err != nil {
+					t.Fatal(err)
+				}
+				known = &obs
+			}
+			f.proxy.ResetStats()
+			rep, err := f.client.Claim(ctx, g, Self{InstanceID: b}, known)
+			if err != nil {
+				t.Fatalf("claim: %v", err)
+			}
+			if f.proxy.Faults()[ec2test.FaultStale] == 0 || rep.Rereads == 0 {
+				t.Fatalf("no stale read-back (faults %v, rereads %d): the test proves nothing", f.proxy.Faults(), rep.Rereads)
+			}
+			stats := f.proxy.Stats()
+			// The first round alone: the Elastic IP and three routes, one of them created.
+			if stats["AssociateAddress"] != 1 || stats["ReplaceRoute"] != 2 || stats["CreateRoute"] != 1 || ec2test.Mutations(stats) != 4 {
+				t.Errorf("calls = %v, want only the first round's 4 mutating calls", stats)
+			}
+			if rep.EIP.SecondRound || len(secondRoundTables(rep)) != 0 {
+				t.Errorf("second round: eip %+v, routes %v", rep.EIP, secondRoundTables(rep))
+			}
+			if inst, _ := f.rawEIP(t); inst != b {
+				t.Errorf("eip on %q, want %s", inst, b)
+			}
+			for id, target := range f.rawRoutes(t, DefaultDestination, rts...) {
+				if target != b {
+					t.Errorf("route in %s via %q, want %s", id, target, b)
+				}
+			}
+			for _, line := range strings.Split(logs.String(), "\n") {
+				if strings.Contains(line, "[WARN]") || strings.Contains(line, "[ERROR]") || strings.Contains(line, "moving again") {
+					t.Errorf("logged for a stale read: %s", line)
+				}
+			}
+		})
+	}
+
+	// Observe right after a change may show the state before it; that is EC2's contract,
+	// not an error.
+	t.Run("ObserveSeesOldState", func(t *testing.T) {
+		f := newFixture(t, standardSpec(), ec2test.ProxyOptions{}, Options{})
+		ctx := ctxT(t)
+		a, b := f.inst(0), f.inst(1)
+		g := Group{Name: "g1", ElasticIP: f.world.AllocationID, RouteTableIDs: f.world.RouteTableIDs[:1]}
+		f.proxy.StaleReads(time.Hour)
+		if _, err := f.client.Observe(ctx, g, Self{InstanceID: b}); err != nil {
+			t.Fatal(err)
+		}
+		// Another client moves the address through the same endpoint.
+		other := ec2test.API(f.client.opts.Endpoint, f.world.Region)
+		if _, err := other.AssociateAddress(ctx, &ec2sdk.AssociateAddressInput{AllocationId: aws.String(f.world.AllocationID),
+			InstanceId: aws.String(b), AllowReassociation: aws.Bool(true)}); err != nil {
+			t.Fatal(err)
+		}
+		obs, err := f.client.Observe(ctx, g, Self{InstanceID: b})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if obs.EIP.InstanceID != a {
+			t.Errorf("eip observed on %q right after the move, want the old %s", obs.EIP.InstanceID, a)
+		}
+		f.proxy.StaleReads(0)
+		if obs, err = f.client.Observe(ctx, g, Self{InstanceID: b}); err != nil || obs.EIP.InstanceID != b {
+			t.Errorf("eip observed on %q (%v) once consistent, want %s", obs.EIP.InstanceID, err, b)
+		}
+	})
 }

@@ -28,6 +28,7 @@ const (
 	DefaultMaxConcurrency = 8
 	DefaultCallTimeout    = 5 * time.Second
 	DefaultMaxAttempts    = 5
+	DefaultVerifyWait     = 2 * time.Second
 )
 
 // maxBackoff caps the wait between attempts. EC2's buckets refill 5 or 20 tokens a second, so
@@ -51,6 +52,10 @@ type Options struct {
 	// MaxAttempts is how often a call is tried (default 5). Throttling, 5xx, timeouts and
 	// network errors are retried with exponential backoff and jitter.
 	MaxAttempts int
+	// VerifyWait bounds how long a Claim keeps reading back what it moved while EC2 still
+	// shows the old state, before it moves it again (default 2s; negative: not at all). See
+	// Claim.
+	VerifyWait time.Duration
 	// Logger receives, at warn level, one line for every failed attempt that will be retried
 	// (the last failure is returned to the caller instead; throttling is logged at info
 	// level), and actions at info level.
@@ -66,6 +71,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.MaxAttempts <= 0 {
 		o.MaxAttempts = DefaultMaxAttempts
+	}
+	if o.VerifyWait == 0 {
+		o.VerifyWait = DefaultVerifyWait
 	}
 	if o.Logger == nil {
 		o.Logger = hclog.NewNullLogger()

@@ -553,6 +553,11 @@ func (c *Client) read(ctx context.Context, g Group, m me) (eipRead, tablesRead) 
 // DescribeRouteTables (in parallel), then one DescribeInstances for the instances they name.
 // Errors are returned only when EC2 could not be read; findings such as an unknown route table
 // are listed in Problems.
+//
+// EC2 is eventually consistent: an Observe shortly after a change, this client's own Claim
+// included, may return the state from before it. A caller must not treat such a read as new
+// drift and act on it twice; Claim is idempotent and verifies by reading back, so a claim made
+// on a stale read only costs calls.
 func (c *Client) Observe(ctx context.Context, g Group, self Self) (Observation, error) {
 	m, err := c.resolveSelf(ctx, g, self)
 	if err != nil {
