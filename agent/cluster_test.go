@@ -39,6 +39,11 @@ type cluster struct {
 	plaintext bool
 	// groups, when set, replaces the one "egress" group block of agent i's configuration.
 	groups func(i int) string
+	// ec2Extra is added to every agent's ec2 block.
+	ec2Extra string
+	// proxies, when set (withProxies), stand between each agent and moto.
+	proxies   []*ec2test.Proxy
+	endpoints []string
 	// keys gives an agent (by index) another gossip key than the cluster's.
 	keys   map[int]string
 	agents []*Agent
@@ -138,13 +143,37 @@ ec2 {
   endpoint = "%s"
   region = "%s"
   reconcile_interval = "1s"
+  %s
 }
 control {
   socket = "%s"
   state_file = "%s"
 }
-`, c.addr(i), c.port, strings.Join(peers, ", "), c.keyLine(i), group, c.moto.Endpoint, c.world.Region,
+`, c.addr(i), c.port, strings.Join(peers, ", "), c.keyLine(i), group, c.endpoint(i), c.world.Region, c.ec2Extra,
 		filepath.Join(c.dir, fmt.Sprintf("agent-%d.sock", i)), filepath.Join(c.dir, fmt.Sprintf("state-%d.json", i)))
+}
+
+// withProxies puts an ec2test.Proxy between each agent and moto, for fault injection; it
+// must be called before the agents start.
+func (c *cluster) withProxies() {
+	c.t.Helper()
+	for range c.prios {
+		p := ec2test.NewProxy(c.moto.Endpoint, ec2test.ProxyOptions{})
+		ep, err := p.Start()
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		c.t.Cleanup(func() { p.Close() })
+		c.proxies, c.endpoints = append(c.proxies, p), append(c.endpoints, ep)
+	}
+}
+
+// endpoint is where agent i reaches EC2.
+func (c *cluster) endpoint(i int) string {
+	if c.proxies != nil {
+		return c.endpoints[i]
+	}
+	return c.moto.Endpoint
 }
 
 func (c *cluster) keyLine(i int) string {
@@ -186,7 +215,8 @@ func (c *cluster) start(i int) *Agent {
 	cfg := c.config(i)
 	in := c.world.Instances[i]
 	logger := hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: logSink{c, fmt.Sprintf("nat%d", i+1)}})
-	cloud, err := ec2.New(context.Background(), ec2.Options{Region: c.world.Region, Endpoint: c.moto.Endpoint, Logger: logger})
+	cloud, err := ec2.New(context.Background(), ec2.Options{Region: c.world.Region, Endpoint: c.endpoint(i), Logger: logger,
+		MaxConcurrency: cfg.EC2.MaxConcurrency, CallTimeout: cfg.EC2.CallTimeout})
 	if err != nil {
 		c.t.Fatal(err)
 	}
