@@ -39,6 +39,31 @@ func TestLoadIdentity(t *testing.T) {
 		}
 	})
 
+	// The metadata service slow, then down, behind the proxy.
+	t.Run("ThroughProxy", func(t *testing.T) {
+		p, ep := ec2test.StartIMDSProxy(t, mock, ec2test.ProxyOptions{})
+		p.SetLatency(200*time.Millisecond, 100*time.Millisecond)
+		got, err := LoadIdentity(ctxT(t), ep, Identity{})
+		if err != nil || got.InstanceID != values.InstanceID {
+			t.Fatalf("slow metadata: %+v, %v", got, err)
+		}
+		p.SetLatency(0, 0)
+		p.StartOutage()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, err = LoadIdentity(ctx, ep, Identity{})
+		if err == nil || !strings.Contains(err.Error(), "instance metadata unreachable at "+ep) || ctx.Err() != nil {
+			t.Errorf("metadata down: err = %v (context %v), want unreachable", err, ctx.Err())
+		}
+		if p.Faults()[ec2test.FaultOutage] == 0 {
+			t.Errorf("faults = %v, want calls refused by the outage", p.Faults())
+		}
+		p.EndOutage()
+		if _, err := LoadIdentity(ctxT(t), ep, Identity{}); err != nil {
+			t.Errorf("after the outage: %v", err)
+		}
+	})
+
 	// A port nothing listens on.
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
