@@ -289,6 +289,10 @@ func (a *Agent) evaluate() {
 		if g.obsErr != nil && now.Sub(g.failedAt) >= unreadableRetry {
 			a.observe(g)
 		}
+		if !g.rereadAt.IsZero() && !now.Before(g.rereadAt) {
+			g.rereadAt = time.Time{}
+			a.observe(g)
+		}
 	}
 	a.stepHandover(now)
 	a.publish()

@@ -102,6 +102,7 @@ func (a *Agent) onClaimed(r claimResult) {
 		if g.owner != a.id.InstanceID {
 			g.owner, g.ownerAt = a.id.InstanceID, time.Now()
 		}
+		g.claimedAt = time.Now()
 		a.setDisplaced(g, "")
 	}
 	if r.from != a.id.InstanceID || r.err != nil || r.report.EIP.Action == ec2.ActionAssociated {

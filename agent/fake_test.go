@@ -36,6 +36,11 @@ type fakeCloud struct {
 	hold chan struct{}
 	// down, when set, fails every call with it, as an EC2 that cannot be reached.
 	down error
+	// staleReads is how many reads after each claim still show the state from before it,
+	// as EC2's eventual consistency may; before is that state.
+	staleReads int
+	stale      int
+	before     ec2.Observation
 }
 
 type fakeClaim struct {
@@ -130,6 +135,12 @@ func (f *fakeCloud) Observe(ctx context.Context, g ec2.Group, self ec2.Self) (ec
 	if f.down != nil {
 		return ec2.Observation{}, f.down
 	}
+	if f.stale > 0 {
+		f.stale--
+		obs := f.before
+		obs.ReadAt = time.Now()
+		return obs, nil
+	}
 	return f.observation(self.InstanceID), nil
 }
 
@@ -158,6 +169,7 @@ func (f *fakeCloud) Claim(ctx context.Context, g ec2.Group, self ec2.Self, known
 		f.claims = append(f.claims, c)
 		return ec2.Report{Started: start, EIP: ec2.Step{Action: ec2.ActionFailed, Err: err}}, err
 	}
+	f.before, f.stale = f.observation(me), f.staleReads
 	rep := ec2.Report{Started: start, EIP: ec2.Step{Action: ec2.ActionUnchanged}}
 	move := func(t string) {
 		if !slices.Contains(c.moved, t) {

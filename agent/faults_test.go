@@ -2,11 +2,14 @@ package agent
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsec2 "github.com/aws/aws-sdk-go-v2/service/ec2"
+
+	"github.com/natganker/natganker/ec2/ec2test"
 )
 
 // The fault scenarios run real agents against moto, each agent behind its own proxy that
@@ -294,4 +297,49 @@ func TestFaults_RoutesThrottledAfterEIP(t *testing.T) {
 	}
 	took := c.waitOwner(1, throttled+takeoverBound)
 	t.Logf("routes on nat2 %v after the kill (throttled for %v)", took.Round(time.Millisecond), throttled)
+}
+
+// TestFaults_EventualConsistency: EC2's Describe calls keep showing the state from before a
+// change for 2 s after it. The takeover still completes in one claim, later reads that lag
+// behind are read again rather than acted on (no repeat calls), and nothing is logged as an
+// error.
+func TestFaults_EventualConsistency(t *testing.T) {
+	c := newCluster(t, 200, 100)
+	c.withProxies()
+	a := c.start(0)
+	c.start(1)
+	c.waitMembers(a, 2)
+	c.waitOwner(0, 10*time.Second)
+	p := c.proxies[1]
+	p.StaleReads(2 * time.Second)
+	c.kill(0)
+	c.waitOwner(1, takeoverBound)
+	st, err := c.agents[1].Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(takeoverBound); st.Groups[0].LastTakeover == nil; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no takeover report")
+		}
+		if st, err = c.agents[1].Status(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	after := ec2test.Mutations(p.Stats())
+	// Several reconciles (1 s) through the stale window and past it.
+	c.stays(1, 4*time.Second)
+	if n := ec2test.Mutations(p.Stats()); n != after {
+		t.Errorf("%d more mutating calls after the takeover: stale reads were acted on", n-after)
+	}
+	if lt := st.Groups[0].LastTakeover; lt.Error != "" {
+		t.Errorf("takeover reported an error: %s", lt.Error)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, l := range c.logs {
+		if strings.HasPrefix(l, "nat2 ") && strings.Contains(l, "[ERROR]") {
+			t.Errorf("nat2 logged an error: %s", l)
+		}
+	}
 }

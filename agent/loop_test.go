@@ -341,3 +341,30 @@ func TestLoop_StoppedInEC2(t *testing.T) {
 		})
 	})
 }
+
+// TestLoop_StaleReadsAfterClaim: for a while after this node's takeover, EC2's reads still
+// show the state from before it (eventual consistency). The agent reads again instead of
+// claiming again, and logs no error.
+func TestLoop_StaleReadsAfterClaim(t *testing.T) {
+	noLeak(t)
+	cloud := newFakeCloud("i-a", "rtb-1", "rtb-2")
+	l := startLoop(t, "i-b", loopConfig(100, time.Hour), cloud, nil)
+	l.gossip.peer("i-a", gossip.StateAlive, 200, true)
+	waitFor(t, "the first read", func() bool { return l.status(t).EC2Owner == "i-a" })
+	cloud.set(func(f *fakeCloud) { f.staleReads = 3 })
+	l.gossip.peer("i-a", gossip.StateDead, 200, true)
+	waitFor(t, "the takeover", func() bool { return cloud.allOn("i-b") })
+	// The claim's own read-back comes first; then three stale reads, each read again.
+	waitFor(t, "the stale reads to be spent", func() bool {
+		var n int
+		cloud.set(func(f *fakeCloud) { n = f.stale })
+		return n == 0 && l.status(t).EC2Owner == "i-b"
+	})
+	waitFor(t, "a fresh read", func() bool { return l.logged("reading again") })
+	if cs := cloud.claimLog(); len(cs) != 1 {
+		t.Fatalf("claims = %s, want the one takeover", describe(cs))
+	}
+	if strings.Contains(l.log.String(), "[ERROR]") {
+		t.Errorf("an error was logged:\n%s", l.log.String())
+	}
+}

@@ -23,6 +23,10 @@ type groupState struct {
 	// failedAt is when the latest read failed: while EC2 cannot be read it is read again
 	// every unreadableRetry rather than every reconcile_interval.
 	failedAt time.Time
+	// claimedAt is when this node's latest claim succeeded (EC2 showed everything on this
+	// node); rereadAt, when set, is when to read again a read that looked stale.
+	claimedAt time.Time
+	rereadAt  time.Time
 	// owner holds the Elastic IP, as EC2 said; ownerAt is when this node first saw that.
 	owner   string
 	ownerAt time.Time
@@ -57,6 +61,15 @@ func newGroupState(g config.Group) *groupState {
 // unreadableRetry is how often a group is read again while EC2 cannot be read, so that a
 // takeover waiting for EC2 goes ahead soon after EC2 is back.
 const unreadableRetry = time.Second
+
+// EC2's Describe calls may show the state from before a change for a while after it
+// (eventual consistency). A read within staleWindow of this node's own successful claim that
+// shows anything not on this node is taken for such a stale read and read again after
+// staleReread, rather than acted on: no repeat claim, no error.
+const (
+	staleWindow = 5 * time.Second
+	staleReread = 500 * time.Millisecond
+)
 
 type observeResult struct {
 	g   *groupState
@@ -109,6 +122,13 @@ func (a *Agent) onObserved(r observeResult) {
 		g.nextClaim, g.failures = time.Time{}, 0
 	}
 	g.obsErr = nil
+	now := time.Now()
+	if now.Sub(g.claimedAt) < staleWindow && !a.allMine(g, r.obs) {
+		a.logger.Debug("EC2 still shows the state from before this node's claim; reading again",
+			"group", g.cfg.Name, "claimed_ago", now.Sub(g.claimedAt).Round(time.Millisecond).String())
+		g.rereadAt = now.Add(staleReread)
+		return
+	}
 	a.noteSelfState(r.obs.Instances[a.id.InstanceID].State)
 	// Findings are worth a warning once peers have had time to join: before that, route
 	// tables that point at a peer not yet seen look unmanaged.
@@ -121,7 +141,6 @@ func (a *Agent) onObserved(r observeResult) {
 		}
 	}
 	owner := ownerOf(r.obs)
-	now := time.Now()
 	if !g.observed || owner != g.owner {
 		if g.observed {
 			a.logger.Info("owner changed in EC2", "group", g.cfg.Name, "from", orNone(g.owner), "to", orNone(owner))
@@ -201,4 +220,17 @@ func layoutOf(owner string, routes []Route) string {
 	}
 	sort.Strings(parts)
 	return owner + "|" + strings.Join(parts, "|")
+}
+
+// allMine reports whether obs shows the group's Elastic IP and every route on this node.
+func (a *Agent) allMine(g *groupState, obs ec2.Observation) bool {
+	if ownerOf(obs) != a.id.InstanceID {
+		return false
+	}
+	for _, r := range a.routes(g, obs) {
+		if !r.active() || r.Target != a.id.InstanceID {
+			return false
+		}
+	}
+	return true
 }
