@@ -15,8 +15,8 @@ import (
 	"time"
 )
 
-// ProxyOptions shape what a Proxy does to the calls it forwards from the start; every one of
-// them can be changed later while it runs (SetLatency, SetThrottle).
+// ProxyOptions shape what a Proxy does to the calls it forwards from the start. Latency, Jitter
+// and Throttle can be changed while it runs (SetLatency, SetThrottle).
 type ProxyOptions struct {
 	// Latency is added before every call is answered, as a network round trip would.
 	Latency time.Duration
