@@ -168,8 +168,6 @@ type moves struct {
 	routes []Route
 }
 
-func (mv moves) empty() bool { return !mv.eip && len(mv.routes) == 0 }
-
 // planRead reads the group and plans what does not point at self, recording in rep what needs
 // no call or cannot be done. When the read fails, it plans the Elastic IP and every destination
 // of the configured route tables without knowing their state.
