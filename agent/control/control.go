@@ -2,9 +2,13 @@
 // provides the client the command line uses to talk to a running agent.
 //
 // The socket is created with mode 0600: whoever can connect can move the Elastic IP and the
-// routes, so only the agent's own user (root) may. The agent that owns the socket also holds
-// a lock on a file beside it (agent.sock.lock), so that only one agent at a time can claim
-// the socket, and a second one is refused before it joins the cluster.
+// routes, so only the agent's own user (root) may. The server also asks the kernel who
+// connected (SO_PEERCRED) and answers 403 to any user other than root and its own, so that
+// a socket whose mode was loosened by mistake still keeps them out.
+//
+// The agent that owns the socket also holds a lock on a file beside it (agent.sock.lock), so
+// that only one agent at a time can claim the socket, and a second one is refused before it
+// joins the cluster.
 package control
 
 import (

@@ -264,9 +264,9 @@ func TestRunCommand_MetadataDownAtStart(t *testing.T) {
 	took, _ := measure(func() {
 		r = run(t, "run", "-config", writeFile(t, "agent.hcl", localConfig(dir, closed, freeGossipPort(t, ""))))
 	})
-	t.Logf("run stopped after %v", took)
 	lines := strings.Split(strings.TrimSuffix(r.stderr, "\n"), "\n")
 	last := lines[len(lines)-1]
+	t.Logf("run stopped after %v: %s", took, last)
 	wantPrefix := "Error: identify this instance: instance metadata unreachable at " + closed + ": "
 	wantSuffix := "connect: connection refused; set node { instance_id, region, local_ipv4 } in the config"
 	if r.code != exitFailure || !strings.HasPrefix(last, wantPrefix) || !strings.HasSuffix(last, wantSuffix) {
