@@ -40,6 +40,9 @@ type Config struct {
 	SuspicionMult  int
 	GossipInterval time.Duration
 	RejoinInterval time.Duration
+	// PushPullInterval is how often memberlist syncs full state with a peer over TCP; 0
+	// means 10 s.
+	PushPullInterval time.Duration
 	// ConfirmProbes direct pings are sent within ConfirmTimeout by Confirm.
 	ConfirmProbes  int
 	ConfirmTimeout time.Duration
@@ -70,6 +73,9 @@ type Member struct {
 	Since time.Time
 	// Gone is when it last dropped out of this node's view (dead or left); zero if never.
 	Gone time.Time
+	// Path, for an alive peer, says which protocol to its gossip port is blocked while the
+	// other gets through, and what to open; empty when both work (see PathProblems).
+	Path string
 }
 
 // EventKind says what happened to a member.
@@ -120,6 +126,7 @@ type Gossip struct {
 
 	metaDirty chan struct{}
 	keys      *keyWatch
+	path      *pathWatch
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -142,7 +149,7 @@ func New(cfg Config, logger hclog.Logger) (*Gossip, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Gossip{
+	g := &Gossip{
 		cfg:       cfg,
 		logger:    logger.Named("gossip"),
 		events:    make(chan Event),
@@ -152,7 +159,9 @@ func New(cfg Config, logger hclog.Logger) (*Gossip, error) {
 		wake:      make(chan struct{}, 1),
 		metaDirty: make(chan struct{}, 1),
 		keys:      newKeyWatch(logger.Named("gossip")),
-	}, nil
+	}
+	g.path = newPathWatch(g.logger, g.pathChanged, g.heardOverTCP)
+	return g, nil
 }
 
 // Start creates the memberlist, joins whatever configured peers answer (none answering is
@@ -182,6 +191,9 @@ func (g *Gossip) Start(ctx context.Context) error {
 	// A handful of NATs: push/pull often keeps views converged cheaply, and a dead peer's
 	// TCP join attempt must not hold the rejoin loop for long.
 	mc.PushPullInterval = 10 * time.Second
+	if g.cfg.PushPullInterval > 0 {
+		mc.PushPullInterval = g.cfg.PushPullInterval
+	}
 	mc.TCPTimeout = 2 * time.Second
 	if len(g.cfg.EncryptKey) > 0 {
 		kr, err := memberlist.NewKeyring(nil, g.cfg.EncryptKey)
@@ -197,7 +209,7 @@ func (g *Gossip) Start(ctx context.Context) error {
 	mc.Conflict = (*conflictDelegate)(g)
 	mc.Ping = (*pingDelegate)(g)
 	mc.LogOutput = nil
-	mc.Logger = log.New(&memberlistLog{keys: g.keys,
+	mc.Logger = log.New(&memberlistLog{keys: g.keys, path: g.path, addrOf: g.addrOf,
 		next: g.logger.Named("memberlist").StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true})}, "", 0)
 
 	ml, err := memberlist.Create(mc)
@@ -236,7 +248,7 @@ func (g *Gossip) Members() []Member {
 	defer g.mu.Unlock()
 	out := make([]Member, 0, len(g.members))
 	for _, m := range g.members {
-		out = append(out, m)
+		out = append(out, g.withPath(m))
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out
@@ -294,8 +306,13 @@ type Probe struct {
 	// Answered: the peer acknowledged a ping sealed with this node's gossip key.
 	Answered bool
 	// Reachable: the peer's gossip port accepted a TCP connection. That needs no key, so a
-	// peer that is reachable but never answers is alive and most likely uses another key.
+	// peer that is reachable but never answers is alive and most likely uses another key,
+	// unless UDPBlocked.
 	Reachable bool
+	// UDPBlocked: the burst's pings went unanswered, but the peer answers memberlist's
+	// probes over TCP, which are sealed with the gossip key too: it holds this node's key,
+	// and UDP between the two is blocked.
+	UDPBlocked bool
 	// Took is how long the burst ran.
 	Took time.Duration
 }
@@ -304,7 +321,7 @@ type Probe struct {
 func (p Probe) Alive() bool { return p.Answered || p.Reachable }
 
 // KeyMismatch reports whether the peer is up but does not understand this node's gossip.
-func (p Probe) KeyMismatch() bool { return p.Reachable && !p.Answered }
+func (p Probe) KeyMismatch() bool { return p.Reachable && !p.Answered && !p.UDPBlocked }
 
 // Confirm probes a peer directly, independently of memberlist's own failure detector: it
 // sends ConfirmProbes pings spread over ConfirmTimeout and, at the same time, opens a TCP
@@ -343,6 +360,11 @@ func (g *Gossip) Confirm(ctx context.Context, name, addr string) (Probe, error) 
 		case <-answered:
 			p.Answered = true
 		default:
+		}
+		if p.Answered {
+			g.path.udpAck(addr, name)
+		} else if p.Reachable {
+			p.UDPBlocked = g.path.udpBlocked(addr)
 		}
 		p.Took = time.Since(start)
 		return p, nil
@@ -391,6 +413,72 @@ func (g *Gossip) dialGossip(ctx context.Context, addr string) bool {
 // Unreadable lists the addresses that sent gossip this node could not decrypt within the last
 // minute: nodes with another gossip key (or none), which cannot be members.
 func (g *Gossip) Unreadable() []Unreadable { return g.keys.list() }
+
+// PathProblems lists the peers whose gossip port answers over one protocol and not the
+// other (a security group or network ACL open for TCP only, or UDP only), members or not,
+// with the name of the member at that address when there is one. A member that is alive
+// carries its note in Member.Path too; a peer that cannot join appears only here.
+func (g *Gossip) PathProblems() []PathProblem {
+	out := g.path.list()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for i := range out {
+		if out[i].Name != "" {
+			continue
+		}
+		for _, m := range g.members {
+			if hostOf(m.Addr) == hostOf(out[i].Addr) {
+				out[i].Name = m.Name
+			}
+		}
+	}
+	return out
+}
+
+// withPath returns m with its path note, which only an alive member carries. Call with g.mu
+// held.
+func (g *Gossip) withPath(m Member) Member {
+	m.Path = ""
+	if m.State == StateAlive {
+		if pr := g.path.problem(m.Addr); pr != nil {
+			m.Path = pr.Note
+		}
+	}
+	return m
+}
+
+// pathChanged tells the agent, through an update event, that the path note of the member at
+// addr changed.
+func (g *Gossip) pathChanged(addr string) {
+	now := time.Now()
+	var changed []Member
+	g.mu.Lock()
+	for _, m := range g.members {
+		if m.State == StateAlive && hostOf(m.Addr) == hostOf(addr) {
+			changed = append(changed, g.withPath(m))
+		}
+	}
+	g.mu.Unlock()
+	for _, m := range changed {
+		g.push(Event{Kind: EventUpdate, Member: m, At: now})
+	}
+}
+
+// heardOverTCP notes that name answered one of memberlist's probes, over TCP.
+func (g *Gossip) heardOverTCP(name string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if _, ok := g.members[name]; ok {
+		g.contact[name] = time.Now()
+	}
+}
+
+// addrOf returns the gossip address of the member called name, or "".
+func (g *Gossip) addrOf(name string) string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.members[name].Addr
+}
 
 // Leave tells the peers this node is going away, so they mark it left at once instead of
 // waiting for the failure detector.
@@ -494,6 +582,11 @@ func (g *Gossip) rejoin() {
 					g.keys.note(p, strings.TrimSpace(line))
 				}
 			}
+			if strings.Contains(line, "failed to join ") {
+				if addr := dialAddr(line); addr != "" {
+					g.joinFailed(addr)
+				}
+			}
 		}
 	}
 	if err != nil {
@@ -501,6 +594,20 @@ func (g *Gossip) rejoin() {
 		return
 	}
 	g.logger.Info("joined peers", "peers", missing, "joined", n)
+}
+
+// joinFailed notes a join that could not open a TCP connection to addr, and pings addr over
+// UDP to tell a peer behind a path open for UDP only from one that is down: only the former
+// answers. The ping names no node, so that any node with this node's key answers it.
+func (g *Gossip) joinFailed(addr string) {
+	g.path.tcpFailed(addr, "", true)
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return
+	}
+	if _, err := g.ml.Ping("", ua); err == nil {
+		g.path.udpAck(addr, "")
+	}
 }
 
 // missingPeers lists configured peers whose address belongs to no alive member.
@@ -585,6 +692,7 @@ func (g *Gossip) record(kind EventKind, n *memberlist.Node) {
 	if m.State == StateAlive {
 		g.contact[n.Name] = now
 	}
+	m = g.withPath(m)
 	g.mu.Unlock()
 	g.push(Event{Kind: kind, Member: m, At: now})
 }
@@ -618,6 +726,7 @@ func (p *pingDelegate) NotifyPingComplete(other *memberlist.Node, rtt time.Durat
 	p.mu.Lock()
 	p.contact[other.Name] = time.Now()
 	p.mu.Unlock()
+	p.path.udpAck(other.Address(), other.Name)
 }
 
 type conflictDelegate Gossip

@@ -93,10 +93,14 @@ func (k *keyWatch) list() []Unreadable {
 }
 
 // memberlistLog is the writer behind memberlist's logger: key errors go to the keyWatch,
-// everything else to hclog with the level memberlist wrote in the line.
+// what tells of a path open for one protocol only to the pathWatch, and every line but key
+// errors to hclog with the level memberlist wrote in the line; a line that only repeats a
+// path problem already logged goes at debug.
 type memberlistLog struct {
-	keys *keyWatch
-	next io.Writer
+	keys   *keyWatch
+	path   *pathWatch
+	addrOf func(name string) string
+	next   io.Writer
 }
 
 func (w *memberlistLog) Write(p []byte) (int, error) {
@@ -112,6 +116,14 @@ func (w *memberlistLog) Write(p []byte) (int, error) {
 		}
 		w.keys.note(from, detail)
 		return len(p), nil
+	}
+	if w.path != nil && w.path.observe(line, w.addrOf) {
+		if i := strings.Index(line, "] "); strings.HasPrefix(line, "[") && i > 0 {
+			if _, err := io.WriteString(w.next, "[DEBUG] "+line[i+2:]+"\n"); err != nil {
+				return 0, err
+			}
+			return len(p), nil
+		}
 	}
 	return w.next.Write(p)
 }
