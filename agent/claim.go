@@ -36,6 +36,7 @@ func (a *Agent) claim(g *groupState, reason string, now time.Time) {
 		}
 	}
 	spec := a.spec(g)
+	g.beforeClaim = a.placement(g, g.obs)
 	// Taking over from another instance is urgent: act on the last read and move
 	// everything it lists at once; the claim itself reads back and fixes what that read
 	// missed. Repairs read first and touch only what drifted.

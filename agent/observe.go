@@ -24,9 +24,11 @@ type groupState struct {
 	// every unreadableRetry rather than every reconcile_interval.
 	failedAt time.Time
 	// claimedAt is when this node's latest claim succeeded (EC2 showed everything on this
-	// node); rereadAt, when set, is when to read again a read that looked stale.
-	claimedAt time.Time
-	rereadAt  time.Time
+	// node) and beforeClaim where things pointed by the read it started from; rereadAt, when
+	// set, is when to read again a read that looked stale.
+	claimedAt   time.Time
+	beforeClaim map[string]string
+	rereadAt    time.Time
 	// owner holds the Elastic IP, as EC2 said; ownerAt is when this node first saw that.
 	owner   string
 	ownerAt time.Time
@@ -64,10 +66,11 @@ const unreadableRetry = time.Second
 
 // EC2's Describe calls may show the state from before a change for a while after it
 // (eventual consistency). A read within staleWindow of this node's own successful claim that
-// shows anything not on this node is taken for such a stale read and read again after
-// staleReread, rather than acted on: no repeat claim, no error.
+// shows, for everything not on this node, exactly what the claim started from is taken for
+// such a stale read and read again after staleReread, rather than acted on: no repeat claim,
+// no error. Anything else (a route changed by hand, a peer's takeover) is a real change.
 const (
-	staleWindow = 5 * time.Second
+	staleWindow = 2 * time.Second
 	staleReread = 500 * time.Millisecond
 )
 
@@ -123,7 +126,7 @@ func (a *Agent) onObserved(r observeResult) {
 	}
 	g.obsErr = nil
 	now := time.Now()
-	if now.Sub(g.claimedAt) < staleWindow && !a.allMine(g, r.obs) {
+	if now.Sub(g.claimedAt) < staleWindow && a.showsBeforeClaim(g, r.obs) {
 		a.logger.Debug("EC2 still shows the state from before this node's claim; reading again",
 			"group", g.cfg.Name, "claimed_ago", now.Sub(g.claimedAt).Round(time.Millisecond).String())
 		g.rereadAt = now.Add(staleReread)
@@ -222,15 +225,28 @@ func layoutOf(owner string, routes []Route) string {
 	return owner + "|" + strings.Join(parts, "|")
 }
 
-// allMine reports whether obs shows the group's Elastic IP and every route on this node.
-func (a *Agent) allMine(g *groupState, obs ec2.Observation) bool {
-	if ownerOf(obs) != a.id.InstanceID {
-		return false
-	}
+// placement maps the group's Elastic IP and each route to where it points in obs.
+func (a *Agent) placement(g *groupState, obs ec2.Observation) map[string]string {
+	out := map[string]string{"eip": ownerOf(obs)}
 	for _, r := range a.routes(g, obs) {
-		if !r.active() || r.Target != a.id.InstanceID {
+		out[r.Table+" "+r.Destination] = r.State + " " + r.Target
+	}
+	return out
+}
+
+// showsBeforeClaim reports whether obs shows something not on this node, and everything not
+// on this node just as it was in the read this node's latest claim started from.
+func (a *Agent) showsBeforeClaim(g *groupState, obs ec2.Observation) bool {
+	mine := a.placement(g, obs)
+	stale := false
+	for k, v := range mine {
+		if v == a.id.InstanceID || v == ec2.RouteActive+" "+a.id.InstanceID {
+			continue
+		}
+		if before, ok := g.beforeClaim[k]; !ok || before != v {
 			return false
 		}
+		stale = true
 	}
-	return true
+	return stale
 }
