@@ -25,6 +25,16 @@ var errShuttingDown = errors.New("this node is shutting down")
 // Members lists every peer this agent knows, itself included.
 func (a *Agent) Members(ctx context.Context) ([]MemberView, error) {
 	var out []MemberView
+	// addReason adds note to what v's reason says.
+	addReason := func(v *MemberView, note string) {
+		switch {
+		case note == "":
+		case v.Reason == "":
+			v.Reason = note
+		default:
+			v.Reason += "; " + note
+		}
+	}
 	err := a.do(ctx, func() {
 		healthy, reason := a.healthy()
 		self := MemberView{Name: a.id.InstanceID, Address: a.gossip.LocalAddr(), State: string(gossip.StateAlive),
@@ -42,6 +52,9 @@ func (a *Agent) Members(ctx context.Context) ([]MemberView, error) {
 			if m.MetaErr != "" {
 				v.Reason = "unreadable metadata: " + m.MetaErr
 			}
+			// A gossip port open for one protocol only leaves the peer as healthy as it
+			// says, but it must show next to the peer.
+			addReason(&v, m.Path)
 			for _, name := range m.Meta.GroupNames() {
 				gm := m.Meta.Groups[name]
 				owns := gm.Owns
@@ -60,6 +73,32 @@ func (a *Agent) Members(ctx context.Context) ([]MemberView, error) {
 		for _, u := range a.gossip.Unreadable() {
 			out = append(out, MemberView{Name: "?", Address: u.Addr, State: StateOtherKey,
 				Reason: "sends gossip this node cannot decrypt: it uses a different gossip key (or none); last heard " + u.Last.UTC().Format(time.RFC3339)})
+		}
+		// A peer whose gossip port lets UDP through but not TCP cannot join, so it is no
+		// member: show it with what blocks it, on the row of the departed member at its
+		// address if there is one. Only the real gossip lists these (the Membership
+		// interface does not have PathProblems yet).
+		if pp, ok := a.gossip.(interface{ PathProblems() []gossip.PathProblem }); ok {
+			for _, p := range pp.PathProblems() {
+				if m, ok := a.members[p.Name]; ok && m.State == gossip.StateAlive {
+					continue // its own row carries the note
+				}
+				row := -1
+				for i := range out {
+					if !out[i].Self && out[i].Address == p.Addr {
+						row = i
+					}
+				}
+				if row >= 0 {
+					addReason(&out[row], p.Note)
+					continue
+				}
+				name := p.Name
+				if name == "" {
+					name = "?"
+				}
+				out = append(out, MemberView{Name: name, Address: p.Addr, State: "cannot-join", Reason: p.Note})
+			}
 		}
 	})
 	sort.SliceStable(out[min(1, len(out)):], func(i, j int) bool {
