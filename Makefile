@@ -6,7 +6,7 @@ LDFLAGS     := -s -w -X main.version=$(VERSION)
 STATICCHECK := $(BIN)/staticcheck
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: all build deps demo test unit test-stress lint tidy-check bench bench-quick clean
+.PHONY: all build deps demo test unit test-stress lint tidy-check bench bench-quick chaos clean
 
 all: build
 
@@ -65,6 +65,12 @@ bench: deps build
 ## bench-quick: the same with fewer runs and short soaks, for a quick look
 bench-quick: deps build
 	$(BIN)/natganker-lab bench -agent $(BIN)/natganker-agent -runs 5 -soak 1m
+
+## chaos: MINUTES (default 10) of random faults in the lab, judged by a referee independent of
+## the agent; results under lab/results/chaos-<time>.*. SEED=n replays a run's draws.
+MINUTES ?= 10
+chaos: deps build
+	$(BIN)/natganker-lab chaos -agent $(BIN)/natganker-agent -minutes $(MINUTES) $(if $(SEED),-seed $(SEED))
 
 clean:
 	rm -rf $(BIN)

@@ -131,6 +131,13 @@ func (f *follower) Changes() []OwnerChange {
 	return append([]OwnerChange(nil), f.changes...)
 }
 
+// Last returns the latest snapshot read from moto (its At is when it was read).
+func (f *follower) Last() Snapshot {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.last
+}
+
 // Owner returns the instance moto last reported as holding everything.
 func (f *follower) Owner() string {
 	f.mu.Lock()

@@ -85,6 +85,7 @@ type Lab struct {
 	lock     *os.File
 	proxy    *ec2test.Proxy
 	proxySrv *http.Server
+	imds     map[string]*proc // per NAT: its metadata mock
 }
 
 // New returns a lab that will use opts; it starts nothing.
@@ -95,7 +96,7 @@ func New(opts Options) *Lab {
 	if opts.Logger == nil {
 		opts.Logger = hclog.NewNullLogger()
 	}
-	return &Lab{opts: opts, logger: opts.Logger.Named("lab"), tl: opts.Timeline, nodes: map[string]*node{}}
+	return &Lab{opts: opts, logger: opts.Logger.Named("lab"), tl: opts.Timeline, nodes: map[string]*node{}, imds: map[string]*proc{}}
 }
 
 // MotoEndpoint is moto's URL as seen from every namespace.
@@ -168,15 +169,9 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 				return err
 			}
 		}
-		lw, err := l.logFile("imds-" + h + ".log")
-		if err != nil {
+		if err := l.StartIMDS(ctx, h); err != nil {
 			return err
 		}
-		p, err := startIMDS(ctx, l.opts.Dir, l.world, in, lw)
-		if err != nil {
-			return err
-		}
-		l.track(p)
 	}
 	if _, err := l.startHelper(ctx, Inet, "serve", nil); err != nil {
 		return err
@@ -257,8 +252,52 @@ func (l *Lab) track(p *proc) {
 	l.procs = append(l.procs, p)
 }
 
+// StartIMDS starts host's metadata mock (again) and waits until it listens.
+func (l *Lab) StartIMDS(ctx context.Context, host string) error {
+	lw, err := l.appendLog("imds-" + host + ".log")
+	if err != nil {
+		return err
+	}
+	p, err := startIMDS(ctx, l.opts.Dir, l.world, l.world.Instances[host], lw)
+	if err != nil {
+		return err
+	}
+	l.track(p)
+	l.mu.Lock()
+	l.imds[host] = p
+	l.mu.Unlock()
+	return nil
+}
+
+// StopIMDS stops host's metadata mock. An agent reads the metadata only when it starts: one
+// started while its mock is down cannot learn who it is and exits.
+func (l *Lab) StopIMDS(host string) {
+	l.mu.Lock()
+	p := l.imds[host]
+	l.imds[host] = nil
+	l.mu.Unlock()
+	p.Stop(2 * time.Second)
+}
+
+// IMDSRunning reports whether host's metadata mock runs.
+func (l *Lab) IMDSRunning(host string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	p := l.imds[host]
+	return p != nil && !p.Exited()
+}
+
 func (l *Lab) logFile(name string) (*os.File, error) {
-	f, err := os.Create(filepath.Join(l.opts.Dir, name))
+	return l.openLog(name, os.O_CREATE|os.O_TRUNC|os.O_WRONLY)
+}
+
+// appendLog opens a log in the lab directory for appending, for a process started again.
+func (l *Lab) appendLog(name string) (*os.File, error) {
+	return l.openLog(name, os.O_CREATE|os.O_APPEND|os.O_WRONLY)
+}
+
+func (l *Lab) openLog(name string, flag int) (*os.File, error) {
+	f, err := os.OpenFile(filepath.Join(l.opts.Dir, name), flag, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("create log %s: %w", name, err)
 	}

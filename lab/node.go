@@ -16,10 +16,41 @@ import (
 
 // node is what runs on one NAT: a natganker agent or keepalived.
 type node struct {
-	host string
-	mech Mechanism
-	mu   sync.Mutex
-	p    *proc
+	host    string
+	mech    Mechanism
+	variant AgentVariant
+	mu      sync.Mutex
+	p       *proc
+}
+
+// AgentVariant changes what an agent is started with, as the chaos run's faults need: a
+// gossip key of its own, or another priority. The zero value is the lab's normal config.
+type AgentVariant struct {
+	// GossipKey replaces the key both agents share (base64) when set.
+	GossipKey string
+	// Priority replaces the host's priority in the group when non-zero.
+	Priority int
+}
+
+// DefaultPriority is the priority the lab gives host's agent: nat1 outranks nat2.
+func DefaultPriority(host string) int {
+	if host == Nat1 {
+		return 200
+	}
+	return 100
+}
+
+// SetAgentVariant makes the next start of host's agent use v (the zero value restores the
+// normal config).
+func (l *Lab) SetAgentVariant(host string, v AgentVariant) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := l.nodes[host]
+	if n == nil {
+		n = &node{host: host, mech: Natganker}
+		l.nodes[host] = n
+	}
+	n.variant = v
 }
 
 func (n *node) procs() []*proc {
@@ -68,10 +99,17 @@ func (l *Lab) AgentSocket(host string) string {
 // agentConfig renders the HCL configuration of the agent on host. It is a normal
 // production config: only the EC2 endpoint says it is in a lab.
 func (l *Lab) agentConfig(host string) string {
-	peer, prio := Nat2, 200
-	if host == Nat2 {
-		peer, prio = Nat1, 100
+	peer, prio, key := Peer(host), DefaultPriority(host), l.gossipKey()
+	l.mu.Lock()
+	if n := l.nodes[host]; n != nil {
+		if n.variant.Priority != 0 {
+			prio = n.variant.Priority
+		}
+		if n.variant.GossipKey != "" {
+			key = n.variant.GossipKey
+		}
 	}
+	l.mu.Unlock()
 	endpoint := l.opts.AgentEndpoint
 	if endpoint == "" {
 		endpoint = l.MotoEndpoint()
@@ -117,7 +155,7 @@ datapath {
   manage           = true
   public_interface = "pub0"
 }
-`, host, natIP(host), natIP(peer), l.gossipKey(), prio, l.world.AllocationID, strings.Join(tables, ", "),
+`, host, natIP(host), natIP(peer), key, prio, l.world.AllocationID, strings.Join(tables, ", "),
 		failback, endpoint, Region, l.AgentSocket(host), filepath.Join(l.opts.Dir, host+"-state.json"))
 }
 
@@ -152,6 +190,13 @@ func (l *Lab) startAgent(ctx context.Context, n *node) error {
 	cfg := filepath.Join(l.opts.Dir, n.host+".hcl")
 	if err := os.WriteFile(cfg, []byte(l.agentConfig(n.host)), 0o600); err != nil {
 		return fmt.Errorf("write agent config: %w", err)
+	}
+	// An agent started while its metadata mock is down cannot learn who it is.
+	if !l.IMDSRunning(n.host) {
+		l.tl.Add(time.Now(), "lab", "metadata mock on %s is down: starting it before the agent", n.host)
+		if err := l.StartIMDS(ctx, n.host); err != nil {
+			return err
+		}
 	}
 	_ = os.Remove(l.AgentSocket(n.host))
 	cmd := nsCommand(NS(n.host), l.opts.AgentBin, "run", "-config", cfg)
@@ -324,8 +369,13 @@ func (l *Lab) ReviveHost(ctx context.Context, host string) error {
 	return l.StartNode(ctx, host, n.mech)
 }
 
-// StopNode ends the failover process on host without touching its links.
-func (l *Lab) StopNode(host string) {
+// StopNode ends the failover process on host without touching its links: SIGTERM, and
+// SIGKILL after 5 s.
+func (l *Lab) StopNode(host string) { l.StopNodeGrace(host, 5*time.Second) }
+
+// StopNodeGrace sends SIGTERM to the failover process on host and SIGKILLs it when it has not
+// exited after grace. An agent hands its groups over before it exits, for up to 10 s.
+func (l *Lab) StopNodeGrace(host string, grace time.Duration) {
 	l.mu.Lock()
 	n := l.nodes[host]
 	l.mu.Unlock()
@@ -336,10 +386,26 @@ func (l *Lab) StopNode(host string) {
 	p := n.p
 	n.p = nil
 	n.mu.Unlock()
-	p.Stop(5 * time.Second)
+	p.Stop(grace)
 	if n.mech == Keepalived {
 		killKeepalivedIn(context.Background(), host)
 	}
+}
+
+// KillNode SIGKILLs the failover process on host and leaves its links and datapath as they
+// are: the agent dies, the instance keeps forwarding.
+func (l *Lab) KillNode(host string) {
+	l.mu.Lock()
+	n := l.nodes[host]
+	l.mu.Unlock()
+	if n == nil {
+		return
+	}
+	n.mu.Lock()
+	p := n.p
+	n.p = nil
+	n.mu.Unlock()
+	p.Kill()
 }
 
 // AgentCtl runs an agent CLI command (members, status, yield, resume, takeover) against
@@ -361,6 +427,28 @@ func (l *Lab) noteExit(n *node, p *proc) {
 	if current {
 		l.tl.Add(time.Now(), n.host, "[error] %s exited on its own: %v", p.name, p.err)
 	}
+}
+
+// NodePID returns the process id of the failover process on host, 0 when none runs. The lab
+// starts it through `ip netns exec`, which execs it in place: the id is the agent's own.
+func (l *Lab) NodePID(host string) int {
+	if p := l.nodeProc(host); p != nil && !p.Exited() {
+		return p.cmd.Process.Pid
+	}
+	return 0
+}
+
+// nodeProc returns the failover process on host, nil when none was started.
+func (l *Lab) nodeProc(host string) *proc {
+	l.mu.Lock()
+	n := l.nodes[host]
+	l.mu.Unlock()
+	if n == nil {
+		return nil
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.p
 }
 
 // NodeRunning reports whether the failover process on host is running.

@@ -20,10 +20,11 @@ const stateDir = "/run/natganker-lab"
 
 // proc is a child process the lab started and must end.
 type proc struct {
-	name string
-	cmd  *exec.Cmd
-	done chan struct{}
-	err  error
+	name    string
+	cmd     *exec.Cmd
+	started time.Time
+	done    chan struct{}
+	err     error
 }
 
 // startProc starts cmd, sending its output to w (or discarding it), and records it for
@@ -40,7 +41,7 @@ func startProc(name string, cmd *exec.Cmd, stdout, stderr io.Writer, root bool) 
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
+	p := &proc{name: name, cmd: cmd, started: time.Now(), done: make(chan struct{})}
 	if root {
 		recordPID(cmd.Process.Pid, filepath.Base(cmd.Path))
 	}

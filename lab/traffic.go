@@ -339,3 +339,32 @@ func (tr *Traffic) LongestGap(from, to time.Time) time.Duration {
 	}
 	return gap
 }
+
+// Gaps returns every stretch of at least min between consecutive UDP replies received in
+// [from, to], counting from the last reply before from and up to to.
+func (tr *Traffic) Gaps(from, to time.Time, min time.Duration) []Gap {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	var out []Gap
+	var prev time.Time
+	for _, r := range tr.udp {
+		if r.recv.Before(from) {
+			prev = r.recv
+			continue
+		}
+		if r.recv.After(to) {
+			break
+		}
+		if !prev.IsZero() && r.recv.Sub(prev) >= min {
+			out = append(out, Gap{From: prev, To: r.recv})
+		}
+		prev = r.recv
+	}
+	if prev.IsZero() {
+		prev = from
+	}
+	if to.Sub(prev) >= min {
+		out = append(out, Gap{From: prev, To: to})
+	}
+	return out
+}

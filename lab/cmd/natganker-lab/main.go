@@ -1,6 +1,6 @@
 // Command natganker-lab runs natganker's failover lab: `up` builds it and waits, `down`
 // removes what a crashed run left, `demo` shows one failover and failback, `bench`
-// measures failovers against keepalived.
+// measures failovers against keepalived, `chaos` runs random faults judged by a referee.
 package main
 
 import (
@@ -44,6 +44,7 @@ Commands:
   down    remove namespaces and processes left by a crashed run
   demo    hard-kill the owning NAT, show the takeover and the client's outage, then the failback
   bench   repeated hard kills and loss soaks, natganker against keepalived
+  chaos   random faults for -minutes (seeded), judged by a referee independent of the agent
 `
 
 // Run dispatches to a subcommand.
@@ -64,6 +65,8 @@ func Run(ctx context.Context, args []string) error {
 		return (&demoCmd{}).Run(ctx, args[1:])
 	case "bench":
 		return (&benchCmd{}).Run(ctx, args[1:])
+	case "chaos":
+		return (&chaosCmd{}).Run(ctx, args[1:])
 	}
 	return usageError{fmt.Sprintf("unknown command %q", args[0])}
 }
