@@ -423,16 +423,28 @@ func (g *Gossip) PathProblems() []PathProblem {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for i := range out {
-		if out[i].Name != "" {
-			continue
-		}
 		for _, m := range g.members {
-			if hostOf(m.Addr) == hostOf(out[i].Addr) {
+			if hostOf(m.Addr) != hostOf(out[i].Addr) {
+				continue
+			}
+			if out[i].Name == "" {
 				out[i].Name = m.Name
+			}
+			if m.State == StateAlive {
+				memberPath(&out[i])
 			}
 		}
 	}
 	return out
+}
+
+// memberPath makes pr about a member: a peer that could not be joined earlier may have
+// become one since over UDP alone (memberlist piggybacks a node's alive message on pings).
+func memberPath(pr *PathProblem) {
+	if pr.Joining {
+		pr.Joining = false
+		pr.Note = pathNote(pr)
+	}
 }
 
 // withPath returns m with its path note, which only an alive member carries. Call with g.mu
@@ -441,6 +453,7 @@ func (g *Gossip) withPath(m Member) Member {
 	m.Path = ""
 	if m.State == StateAlive {
 		if pr := g.path.problem(m.Addr); pr != nil {
+			memberPath(pr)
 			m.Path = pr.Note
 		}
 	}

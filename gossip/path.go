@@ -199,14 +199,16 @@ func (p *pathWatch) update(addr, name string, fn func(s *pathState, now time.Tim
 
 // set records that proto is blocked to s and says so. Call with p.mu held.
 func (p *pathWatch) set(s *pathState, proto string, now time.Time) {
-	if s.problem != nil && s.problem.Blocked == proto {
+	joining := proto == "tcp" && s.joining
+	if s.problem != nil && s.problem.Blocked == proto && s.problem.Joining == joining {
 		return
 	}
-	if s.problem != nil {
+	if s.problem != nil && s.problem.Blocked != proto {
 		// Each protocol has been seen to work since: the other one's note is out of date.
 		p.clear(s)
 	}
-	pr := &PathProblem{Addr: s.addr, Name: s.name, Blocked: proto, Joining: proto == "tcp" && s.joining, Since: now}
+	// A member that left and now cannot join again is news too.
+	pr := &PathProblem{Addr: s.addr, Name: s.name, Blocked: proto, Joining: joining, Since: now}
 	pr.Note = pathNote(pr)
 	s.problem = pr
 	args := []any{"address", s.addr}

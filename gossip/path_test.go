@@ -259,6 +259,28 @@ func TestPathWatch(t *testing.T) {
 		if w := x.logs.lines("cannot join the peer: TCP to its gossip port is blocked"); len(w) != 1 || w[0].level != "warn" {
 			t.Errorf("warnings = %+v, want one", w)
 		}
+		// It joins after all (over UDP: memberlist piggybacks alive messages on pings), its
+		// push/pull fails: the note changes, once.
+		x.w.observe(pushPullFail, addrOfPeer)
+		x.w.udpAck(peerAddr, peerName)
+		if pr := x.w.problem(peerAddr); pr == nil || pr.Joining || pr.Name != peerName {
+			t.Fatalf("problem once a member = %+v, want TCP blocked to member %s", pr, peerName)
+		}
+		if w := x.logs.lines("TCP to the peer's gossip port is blocked"); len(w) != 1 {
+			t.Errorf("warnings once a member = %+v, want one", w)
+		}
+		// It leaves, and cannot join again: news again.
+		x.w.tcpFailed(peerAddr, "", true)
+		x.w.udpAck(peerAddr, "")
+		if pr := x.w.problem(peerAddr); pr == nil || !pr.Joining {
+			t.Fatalf("problem after the member left = %+v, want it cannot join", pr)
+		}
+		if w := x.logs.lines("cannot join the peer"); len(w) != 2 {
+			t.Errorf("cannot-join warnings = %+v, want two", w)
+		}
+		if n := len(*x.changes); n != 3 {
+			t.Errorf("%d changes reported, want 3", n)
+		}
 		// Nothing heard for a while: the peer is gone, and so is the note.
 		x.clock.add(pathForget)
 		if l := x.w.list(); len(l) != 0 {
