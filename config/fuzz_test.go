@@ -33,13 +33,6 @@ func FuzzLoadKeyFile(f *testing.F) {
 			t.Fatal(err)
 		}
 		cfg, err := Load(cfgPath)
-		if err == nil && len(cfg.Gossip.EncryptKey) == 0 {
-			// Known bug, kept as testdata/fuzz/FuzzLoadKeyFile/empty-key-file: an empty (or
-			// blank) key file loads as an empty key, which the agent takes for no key at all
-			// and gossips in plaintext. The fix belongs in config/parse.go (readKeyFile) or
-			// config/validate.go; delete this skip with it.
-			t.Skip("known bug: an empty key file is accepted and turns gossip encryption off")
-		}
 		want, decErr := base64.StdEncoding.DecodeString(strings.TrimSpace(string(content)))
 		valid := len(content) <= maxKeyFileSize && decErr == nil && slices.Contains([]int{16, 24, 32}, len(want))
 		if valid != (err == nil) {

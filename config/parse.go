@@ -105,7 +105,12 @@ func readKeyFile(path string) ([]byte, error) {
 	if len(b) > maxKeyFileSize {
 		return nil, fmt.Errorf("key file %s is larger than %s: it should hold only the base64 key", path, formatSize(maxKeyFileSize))
 	}
-	key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(b)))
+	text := strings.TrimSpace(string(b))
+	if text == "" {
+		// An empty key would leave gossip unencrypted.
+		return nil, fmt.Errorf("key file %s is empty: it must hold the base64 key, as printed by `openssl rand -base64 32`", path)
+	}
+	key, err := base64.StdEncoding.DecodeString(text)
 	if err != nil {
 		return nil, fmt.Errorf("key file %s must hold base64, as printed by `openssl rand -base64 32` (%v)", path, err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws/retry"
 	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
 
 // Budget of each instance metadata call: a host off EC2 must not hang at start-up.
@@ -135,15 +136,23 @@ func getMetadata(ctx context.Context, c *imds.Client, path string) (string, erro
 	}
 	v := strings.TrimSpace(string(b))
 	if v == "" {
-		return "", fmt.Errorf("get %s: empty answer", path)
+		return "", fmt.Errorf("get %s: %w", path, errEmptyAnswer)
 	}
 	return v, nil
 }
 
+// errEmptyAnswer is a blank answer from a service that did answer.
+var errEmptyAnswer = errors.New("empty answer")
+
 // isUnreachable reports whether err means the service did not answer at all (as opposed to
 // answering that a path does not exist).
 func isUnreachable(err error) bool {
-	var re *awshttp.ResponseError
+	if errors.Is(err, errEmptyAnswer) {
+		return false
+	}
+	// The metadata client reports HTTP errors as smithy's ResponseError (which the SDK's
+	// own awshttp.ResponseError wraps).
+	var re *smithyhttp.ResponseError
 	if errors.As(err, &re) && re.HTTPStatusCode() > 0 {
 		return false
 	}

@@ -2,6 +2,8 @@ package ec2
 
 import (
 	"context"
+	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -110,6 +112,25 @@ func FuzzLoadIdentity(f *testing.F) {
 		}
 		if got.VPCCIDR != "" && got.VPCCIDR != strings.TrimSpace(served["network/interfaces/macs/"+got.MAC+"/vpc-ipv4-cidr-block"]) {
 			t.Fatalf("vpc_cidr = %q, but the service said %q for mac %q", got.VPCCIDR, served["network/interfaces/macs/"+got.MAC+"/vpc-ipv4-cidr-block"], got.MAC)
+		}
+		// A service that answers is asked for every required field: an optional field it
+		// could not give stops nothing.
+		headerSafe := !strings.ContainsFunc(token, func(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f })
+		// A busy machine can time a request out, which is rightly taken for no answer.
+		var ne net.Error
+		timedOut := errors.As(err, &ne) && ne.Timeout()
+		if strings.TrimSpace(token) != "" && headerSafe && !timedOut {
+			for _, c := range []struct{ name, path, got string }{
+				{"instance_id", "instance-id", got.InstanceID}, {"region", "placement/region", got.Region},
+				{"local_ipv4", "local-ipv4", got.LocalIPv4},
+			} {
+				if v, ok := served[c.path]; ok && strings.TrimSpace(v) != "" && c.got == "" {
+					t.Fatalf("%s was served as %q but not reported (err %v)", c.name, v, err)
+				}
+			}
+			if err != nil && strings.Contains(err.Error(), "unreachable") {
+				t.Fatalf("error %q calls a service that answered unreachable", err)
+			}
 		}
 		if err == nil {
 			if got.InstanceID == "" || got.Region == "" || got.LocalIPv4 == "" {
