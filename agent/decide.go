@@ -263,12 +263,17 @@ func decide(v View) Verdict {
 	}
 	if known {
 		switch {
-		case owner.Left:
-			return claim("owner %s left the cluster", v.Owner)
+		case owner.Left && v.OwnerConfirmedDead:
+			return claim("owner %s left the cluster (confirmed by direct probes)", v.Owner)
 		case v.OwnerConfirmedDead:
 			return claim("owner %s is dead (confirmed by direct probes)", v.Owner)
 		case v.OwnerOtherKey:
 			return none("gossip lost owner %s but its gossip port is open and it does not answer probes sealed with this node's key: it is up with another key; not taking over", v.Owner)
+		}
+		if owner.Left {
+			// A graceful leave is normally taken over while the owner still announces it
+			// is leaving; a leave seen without that may be a replayed packet: probe first.
+			return verdict(ActConfirm, "owner %s left the cluster", v.Owner)
 		}
 		return verdict(ActConfirm, "owner %s declared dead by gossip", v.Owner)
 	}

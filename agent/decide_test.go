@@ -58,9 +58,18 @@ func TestDecide(t *testing.T) {
 			want: ActConfirm, desired: "b", reason: "declared dead by gossip"},
 		{name: "OwnerDiesConfirmed", view: func(v *View) { v.Peers["a"] = dead("a", 200); v.OwnerConfirmedDead = true },
 			want: ActClaim, desired: "b", reason: "confirmed"},
-		{name: "OwnerLeftGracefully", view: func(v *View) {
-			v.Peers["a"] = with(dead("a", 200), func(p *Peer) { p.Left = true; p.Leaving = true })
-		}, want: ActClaim, reason: "left the cluster"},
+		{name: "OwnerLeftConfirmedFirst", view: func(v *View) {
+			// A leave with no recent announcement before it may be a replayed packet.
+			v.Peers["a"] = with(dead("a", 200), func(p *Peer) { p.Left = true })
+		}, want: ActConfirm, reason: "left the cluster"},
+		{name: "OwnerLeftConfirmed", view: func(v *View) {
+			v.Peers["a"] = with(dead("a", 200), func(p *Peer) { p.Left = true })
+			v.OwnerConfirmedDead = true
+		}, want: ActClaim, reason: "left the cluster (confirmed"},
+		{name: "OwnerLeftButAnswers", view: func(v *View) {
+			v.Peers["a"] = with(dead("a", 200), func(p *Peer) { p.Left = true })
+			v.OwnerOtherKey = false
+		}, want: ActConfirm},
 		{name: "OwnerAnnouncesLeaving", view: func(v *View) { v.Peers["a"] = with(alive("a", 200), func(p *Peer) { p.Leaving = true }) },
 			want: ActClaim, reason: "shutting down"},
 		{name: "OwnerUnhealthy", view: func(v *View) {

@@ -296,8 +296,12 @@ func (g *fakeGossip) confirmCount(name string) int {
 
 // peer sends an event about a peer with the given priority in group "egress".
 func (g *fakeGossip) peer(name string, state gossip.State, prio int, healthy bool) {
-	m := gossip.Member{Name: name, Addr: "127.0.0.2:7946", State: state, Since: time.Now(),
-		Meta: gossip.Meta{Healthy: healthy, Groups: map[string]gossip.GroupMeta{"egress": {Priority: prio}}}}
+	g.peerMeta(name, state, gossip.Meta{Healthy: healthy, Groups: map[string]gossip.GroupMeta{"egress": {Priority: prio}}})
+}
+
+// peerMeta sends an event about a peer with the given metadata.
+func (g *fakeGossip) peerMeta(name string, state gossip.State, meta gossip.Meta) {
+	m := gossip.Member{Name: name, Addr: "127.0.0.2:7946", State: state, Since: time.Now(), Meta: meta}
 	if state != gossip.StateAlive {
 		m.Gone = m.Since
 	}

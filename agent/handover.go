@@ -30,6 +30,8 @@ const (
 // leaving: it advertises every group as yielded and never claims again.
 type handover struct {
 	phase    handoverPhase
+	// since is when the shutdown began, as announced to the peers.
+	since    time.Time
 	deadline time.Time
 	lastRead time.Time
 	done     chan struct{}
@@ -41,7 +43,7 @@ func (a *Agent) beginHandover(done chan struct{}) {
 		close(done)
 		return
 	}
-	a.leave = &handover{phase: settling, done: done}
+	a.leave = &handover{phase: settling, done: done, since: time.Now().Truncate(time.Millisecond)}
 	for _, g := range a.groups {
 		g.force = false
 		a.finishWaiters(g, errShuttingDown)

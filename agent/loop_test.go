@@ -368,3 +368,39 @@ func TestLoop_StaleReadsAfterClaim(t *testing.T) {
 		t.Errorf("an error was logged:\n%s", l.log.String())
 	}
 }
+
+// TestLoop_ReplayedLeaving: a shutdown announcement is believed only while it is recent. A
+// captured one replayed after the cluster restarted (memberlist takes it then) moves nothing;
+// a fresh one is a handover.
+func TestLoop_ReplayedLeaving(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		since time.Duration
+		take  bool
+	}{
+		{"Replayed", -10 * time.Minute, false},
+		{"Fresh", 0, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			noLeak(t)
+			cloud := newFakeCloud("i-a", "rtb-1")
+			l := startLoop(t, "i-b", loopConfig(100, time.Hour), cloud, nil)
+			l.gossip.peer("i-a", gossip.StateAlive, 200, true)
+			waitFor(t, "the first read", func() bool { return l.status(t).EC2Owner == "i-a" })
+			l.gossip.peerMeta("i-a", gossip.StateAlive, gossip.Meta{Healthy: true, Leaving: true, LeavingSince: time.Now().Add(tt.since),
+				Groups: map[string]gossip.GroupMeta{"egress": {Priority: 200, Owns: true}}})
+			if tt.take {
+				waitFor(t, "the handover", func() bool { return cloud.allOn("i-b") })
+				return
+			}
+			waitFor(t, "the announcement to be seen", func() bool {
+				var seen bool
+				l.do(context.Background(), func() { seen = l.members["i-a"].Meta.Leaving })
+				return seen
+			})
+			if n := l.claimsStarted(t); n != 0 {
+				t.Fatalf("a replayed shutdown announcement started %d claims", n)
+			}
+		})
+	}
+}

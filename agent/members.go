@@ -78,11 +78,26 @@ func (a *Agent) isAlive(name string) bool {
 	return ok && m.State == gossip.StateAlive
 }
 
-// peerOf is a member as the decision for one group sees it.
-func peerOf(m gossip.Member, group string) Peer {
+// leaveValidFor is how long a peer's shutdown announcement is believed: longer than a
+// handover takes, plus room for the two clocks to differ.
+const leaveValidFor = time.Minute
+
+// leaving reports whether m announced a shutdown that began recently: an announcement with no
+// time, or an old one (a captured packet replayed after the cluster restarted), is not
+// believed.
+func leaving(m gossip.Meta, now time.Time) bool {
+	if !m.Leaving || m.LeavingSince.IsZero() {
+		return false
+	}
+	d := now.Sub(m.LeavingSince)
+	return d < leaveValidFor && d > -leaveValidFor
+}
+
+// peerOf is a member as the decision for one group sees it at now.
+func peerOf(m gossip.Member, group string, now time.Time) Peer {
 	p := Peer{
 		Name: m.Name, Alive: m.State == gossip.StateAlive, Left: m.State == gossip.StateLeft, Since: m.Since,
-		Healthy: m.MetaErr == "" && m.Meta.Healthy, Reason: m.Meta.Reason, Leaving: m.Meta.Leaving,
+		Healthy: m.MetaErr == "" && m.Meta.Healthy, Reason: m.Meta.Reason, Leaving: leaving(m.Meta, now),
 	}
 	if m.MetaErr != "" {
 		p.Reason = "unreadable metadata: " + m.MetaErr
@@ -97,7 +112,7 @@ func peerOf(m gossip.Member, group string) Peer {
 func (a *Agent) anyEligiblePeer() bool {
 	for _, g := range a.groups {
 		for name, m := range a.members {
-			if name != a.id.InstanceID && peerOf(m, g.cfg.Name).Eligible() {
+			if name != a.id.InstanceID && peerOf(m, g.cfg.Name, time.Now()).Eligible() {
 				return true
 			}
 		}
@@ -110,8 +125,13 @@ func (a *Agent) meta() gossip.Meta {
 	leaving := a.leave != nil
 	healthy, reason := a.healthy()
 	m := gossip.Meta{Healthy: healthy, Reason: reason, Leaving: leaving, Groups: make(map[string]gossip.GroupMeta)}
+	if leaving {
+		m.LeavingSince = a.leave.since
+	}
 	for _, g := range a.groups {
-		m.Groups[g.cfg.Name] = gossip.GroupMeta{Priority: g.cfg.Priority, Yielded: g.yielded || leaving, Owns: g.owner == a.id.InstanceID}
+		// A shutdown is announced by Leaving (with its time), not by yielding every group, so
+		// that an old announcement replayed later can be told apart.
+		m.Groups[g.cfg.Name] = gossip.GroupMeta{Priority: g.cfg.Priority, Yielded: g.yielded, Owns: g.owner == a.id.InstanceID}
 	}
 	return m
 }

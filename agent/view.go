@@ -23,7 +23,7 @@ func (a *Agent) view(g *groupState, now time.Time) View {
 		StartupGraceOver: now.Sub(a.started) >= a.startupGrace(), Forced: g.force && !g.claiming,
 	}
 	for name, m := range a.members {
-		v.Peers[name] = peerOf(m, g.cfg.Name)
+		v.Peers[name] = peerOf(m, g.cfg.Name, now)
 	}
 	v.Peers[a.id.InstanceID] = Peer{
 		Name: a.id.InstanceID, Alive: true, Since: a.started, Healthy: healthy, Reason: reason,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"time"
 )
 
 // MaxMetaSize is memberlist's limit on node metadata; a larger value would make it panic.
@@ -21,6 +22,10 @@ type Meta struct {
 	Reason  string
 	// Leaving is set just before a graceful shutdown, so peers can tell a handover from a death.
 	Leaving bool
+	// LeavingSince is when the shutdown began (this node's clock, to the millisecond). Peers
+	// believe Leaving only while it is recent, so that a captured announcement replayed
+	// later (memberlist has no replay protection across restarts) moves nothing.
+	LeavingSince time.Time
 	// Groups is this node's standing in each group it serves.
 	Groups map[string]GroupMeta
 }
@@ -34,10 +39,11 @@ type GroupMeta struct {
 
 // wireMeta keeps the encoded form short: metadata travels in every alive message.
 type wireMeta struct {
-	H bool                     `json:"h"`
-	R string                   `json:"r,omitempty"`
-	L bool                     `json:"l,omitempty"`
-	G map[string]wireGroupMeta `json:"g,omitempty"`
+	H  bool                     `json:"h"`
+	R  string                   `json:"r,omitempty"`
+	L  bool                     `json:"l,omitempty"`
+	LS int64                    `json:"ls,omitempty"`
+	G  map[string]wireGroupMeta `json:"g,omitempty"`
 }
 
 type wireGroupMeta struct {
@@ -49,6 +55,9 @@ type wireGroupMeta struct {
 // EncodeMeta returns the wire form of m, or an error when it would not fit in MaxMetaSize.
 func EncodeMeta(m Meta) ([]byte, error) {
 	w := wireMeta{H: m.Healthy, R: m.Reason, L: m.Leaving}
+	if !m.LeavingSince.IsZero() {
+		w.LS = m.LeavingSince.UnixMilli()
+	}
 	if len(m.Groups) > 0 {
 		w.G = make(map[string]wireGroupMeta, len(m.Groups))
 		for name, g := range m.Groups {
@@ -83,6 +92,9 @@ func DecodeMeta(b []byte) (Meta, error) {
 		return Meta{}, fmt.Errorf("decode node metadata: %w", err)
 	}
 	m := Meta{Healthy: w.H, Reason: w.R, Leaving: w.L, Groups: make(map[string]GroupMeta, len(w.G))}
+	if w.LS > 0 {
+		m.LeavingSince = time.UnixMilli(w.LS)
+	}
 	for name, g := range w.G {
 		if g.P < 0 {
 			return Meta{}, fmt.Errorf("decode node metadata: group %q has negative priority %d", name, g.P)
