@@ -29,7 +29,7 @@ const (
 // handover is the run loop's state during a graceful shutdown. Once it exists this node is
 // leaving: it advertises every group as yielded and never claims again.
 type handover struct {
-	phase    handoverPhase
+	phase handoverPhase
 	// since is when the shutdown began, as announced to the peers.
 	since    time.Time
 	deadline time.Time
