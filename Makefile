@@ -6,7 +6,7 @@ LDFLAGS     := -s -w -X main.version=$(VERSION)
 STATICCHECK := $(BIN)/staticcheck
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: all build deps demo test unit test-stress lint tidy-check bench bench-quick chaos clean
+.PHONY: all build deps demo test unit test-stress fuzz lint tidy-check bench bench-quick chaos clean
 
 all: build
 
@@ -28,10 +28,21 @@ demo: deps build
 
 ## test: lint, tidy check, then every test with the race detector (moto, metadata mock and
 ## network-namespace lab tests included; the lab tests need root)
-test: lint tidy-check unit
+test: lint tidy-check unit fuzz
 
 unit:
 	$(GO) test -race -count=1 -timeout 18m ./...
+
+## fuzz: every fuzz target for FUZZTIME (default 10s) on top of its seed corpus (testdata/fuzz);
+## a crash fails the run and leaves the input in testdata/fuzz for a regression test
+FUZZTIME ?= 10s
+FUZZ_TARGETS := config:FuzzParse config:FuzzLoadKeyFile gossip:FuzzDecodeMeta \
+	agent/control:FuzzServerRequest agent/control:FuzzClientAnswer ec2:FuzzLoadIdentity
+fuzz:
+	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t#*:}; \
+		echo "fuzz $$fn in ./$$pkg for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$fn$$" -fuzztime $(FUZZTIME) ./$$pkg || exit 1; \
+	done
 
 ## test-stress: the agent, gossip, ec2 and cmd tests five times over while a CPU hog keeps
 ## every core busy: a test that passes idle and fails under load is a defect
