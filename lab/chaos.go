@@ -68,7 +68,7 @@ type chaosRun struct {
 	lastMembership time.Time // end of the last membership fault
 	lastEC2        time.Time // end of the last EC2 fault
 	lastHeal       time.Time // end of the last partition
-	settleWarned   int       // id of the membership fault a settle problem was reported for
+	settleWarned   time.Time // the fault end a missing failback was reported for
 	phaseOver      bool
 }
 
@@ -380,6 +380,10 @@ func (c *chaosRun) membershipTrack(ctx context.Context, rng *mrand.Rand) {
 	}
 }
 
+// imdsAfterStart is how long after an agent's start its metadata mock may be stopped: the
+// agent reads its identity within the first second.
+const imdsAfterStart = 5 * time.Second
+
 // restartsAgent reports whether a fault of kind k stops and starts host's agent.
 func restartsAgent(k FaultKind) bool {
 	switch k {
@@ -438,6 +442,10 @@ func (c *chaosRun) tryRegister(s faultSpec) *Fault {
 			if f.Kind.membership() && restartsAgent(f.Kind) && f.Host == host {
 				return nil
 			}
+		}
+		// An agent reads the metadata in its first moments: not while it is starting.
+		if ht := c.ref.last().Hosts[host]; !ht.Agent || time.Since(ht.AgentStart) < imdsAfterStart {
+			return nil
 		}
 	}
 	f := &Fault{ID: len(c.faults) + 1, Kind: s.kind, Host: host, Role: s.role}
@@ -511,8 +519,8 @@ func (c *chaosRun) unsettledLocked(now time.Time) string {
 		if now.Sub(since) < c.settleTimeout() {
 			return fmt.Sprintf("waiting for the failback to %s", Nat1)
 		}
-		if n := len(c.faults); c.settleWarned != n {
-			c.settleWarned = n
+		if !c.settleWarned.Equal(since) {
+			c.settleWarned = since
 			msg := fmt.Sprintf("owner still %s %.0fs after the last fault ended, although %s is able (failback_delay %s)",
 				owner, now.Sub(since).Seconds(), Nat1, c.b.FailbackDelay)
 			c.problems = append(c.problems, fmt.Sprintf("%s %s", c.rel(now), msg))

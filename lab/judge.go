@@ -127,7 +127,7 @@ func (h HostTruth) describe() string {
 		out = append(out, "masquerade missing")
 	}
 	if h.OtherKey {
-		out = append(out, "other gossip key")
+		out = append(out, "running with another gossip key")
 	}
 	if len(out) == 0 {
 		return "up and healthy"
@@ -612,7 +612,7 @@ func (j *judge) justify(m Move, i int, ownerSince time.Time, ownerFault int) (bo
 	if j.outranks(m.To, m.From, s) {
 		since, ok := j.ableSince(m.To, i)
 		if !ok {
-			why = fmt.Sprintf("a move to %s, which is %s", m.To, s.Hosts[m.To].describe())
+			why = fmt.Sprintf("%s is not able to own the group (%s)", m.To, s.Hosts[m.To].describe())
 		} else {
 			from := latestOf(since, ownerSince)
 			if wait := from.Add(j.b.FailbackDelay - j.b.Tolerance); !m.At.Before(wait) {

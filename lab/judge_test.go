@@ -12,11 +12,10 @@ import (
 
 // history builds a synthetic record, sample by sample, for the judge's table tests.
 type history struct {
-	t0     time.Time
-	now    time.Time
-	cur    Sample
-	rec    Record
-	faults []*Fault
+	t0  time.Time
+	now time.Time
+	cur Sample
+	rec Record
 }
 
 func newHistory() *history {
@@ -135,7 +134,7 @@ func TestJudge(t *testing.T) {
 		{"WrongKeyMemberTakesFromLiveOwner", func(h *history) *Judgement {
 			h.until(5).host(Nat2, func(t *HostTruth) { t.OtherKey = true }).until(20).owner(Nat2)
 			j := h.fault(FaultWrongKey, Nat2, 5, 40).judge(40)
-			if len(j.Violations) == 0 || !strings.Contains(j.Violations[0].Detail, "other gossip key") {
+			if len(j.Violations) == 0 || !strings.Contains(j.Violations[0].Detail, "another gossip key") {
 				t.Errorf("the violation does not say the taker ran with another key: %+v", j.Violations)
 			}
 			return j

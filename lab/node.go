@@ -238,7 +238,7 @@ func (l *Lab) startNodeProc(n *node, kind, what string, cmd *exec.Cmd, parseStdo
 
 // agentLogKeys are the keys shown in the timeline after an agent's message.
 var agentLogKeys = []string{"group", "from", "to", "reason", "peer", "member", "owner", "error", "problem", "key", "new", "eip", "route_table", "target",
-	"detected_ms", "confirmed_ms", "eip_ms", "routes_ms", "verified_ms"}
+	"answered", "gossip_port_open", "probe_ms", "detected_ms", "confirmed_ms", "eip_ms", "routes_ms", "verified_ms"}
 
 func (l *Lab) parseAgentLog(host string, r io.Reader) {
 	sc := bufio.NewScanner(r)

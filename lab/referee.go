@@ -147,7 +147,6 @@ func (c *chaosRun) agentExited(host string, p *proc, at time.Time) {
 	c.violations = append(c.violations, Violation{Invariant: "exit", At: at, From: at.Add(-5 * time.Second), To: at.Add(time.Second),
 		Detail: fmt.Sprintf("the agent on %s (pid %d) exited on its own: %v", host, p.cmd.Process.Pid, p.err)})
 	c.mu.Unlock()
-	c.tl.Add(at, "referee", "VIOLATION exit: the agent on %s (pid %d) exited on its own: %v", host, p.cmd.Process.Pid, p.err)
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
