@@ -42,6 +42,8 @@ type Membership interface {
 	Confirm(ctx context.Context, name, addr string) (gossip.Probe, error)
 	// Unreadable lists addresses whose gossip this node cannot decrypt.
 	Unreadable() []gossip.Unreadable
+	// PathProblems lists peers whose gossip port lets only one protocol through.
+	PathProblems() []gossip.PathProblem
 	// LocalAddr is the address peers reach this node at.
 	LocalAddr() string
 	// Leave tells the peers this node is going away.

@@ -76,29 +76,26 @@ func (a *Agent) Members(ctx context.Context) ([]MemberView, error) {
 		}
 		// A peer whose gossip port lets UDP through but not TCP cannot join, so it is no
 		// member: show it with what blocks it, on the row of the departed member at its
-		// address if there is one. Only the real gossip lists these (the Membership
-		// interface does not have PathProblems yet).
-		if pp, ok := a.gossip.(interface{ PathProblems() []gossip.PathProblem }); ok {
-			for _, p := range pp.PathProblems() {
-				if m, ok := a.members[p.Name]; ok && m.State == gossip.StateAlive {
-					continue // its own row carries the note
-				}
-				row := -1
-				for i := range out {
-					if !out[i].Self && out[i].Address == p.Addr {
-						row = i
-					}
-				}
-				if row >= 0 {
-					addReason(&out[row], p.Note)
-					continue
-				}
-				name := p.Name
-				if name == "" {
-					name = "?"
-				}
-				out = append(out, MemberView{Name: name, Address: p.Addr, State: "cannot-join", Reason: p.Note})
+		// address if there is one.
+		for _, p := range a.gossip.PathProblems() {
+			if m, ok := a.members[p.Name]; ok && m.State == gossip.StateAlive {
+				continue // its own row carries the note
 			}
+			row := -1
+			for i := range out {
+				if !out[i].Self && out[i].Address == p.Addr {
+					row = i
+				}
+			}
+			if row >= 0 {
+				addReason(&out[row], p.Note)
+				continue
+			}
+			name := p.Name
+			if name == "" {
+				name = "?"
+			}
+			out = append(out, MemberView{Name: name, Address: p.Addr, State: "cannot-join", Reason: p.Note})
 		}
 	})
 	sort.SliceStable(out[min(1, len(out)):], func(i, j int) bool {

@@ -276,6 +276,8 @@ func (g *fakeGossip) Confirm(ctx context.Context, name, addr string) (gossip.Pro
 	return p, nil
 }
 
+func (g *fakeGossip) PathProblems() []gossip.PathProblem { return nil }
+
 func (g *fakeGossip) Unreadable() []gossip.Unreadable {
 	g.mu.Lock()
 	defer g.mu.Unlock()

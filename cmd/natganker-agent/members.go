@@ -102,6 +102,10 @@ func writeMembers(w io.Writer, members []agent.MemberView) error {
 // health describes a member's health in one cell.
 func health(m agent.MemberView) string {
 	switch {
+	case m.Healthy && m.Reason != "":
+		// Healthy, but something about the path to it needs the operator (a gossip port
+		// open for one protocol only).
+		return "healthy; " + m.Reason
 	case m.Healthy:
 		return "healthy"
 	case m.Reason != "":
