@@ -96,7 +96,6 @@ func TestFaults_BothRestartAtOnce(t *testing.T) {
 func (c *cluster) watchOwner(t *testing.T) func() int {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
-	type sample struct{ n int }
 	counts := make(chan int)
 	ask := make(chan struct{})
 	done := make(chan struct{})
