@@ -31,7 +31,7 @@ func (a *Agent) claim(g *groupState, reason string, now time.Time) {
 	detected := a.detectedAt(g, now)
 	view := TakeoverView{Group: g.cfg.Name, From: from, To: a.id.InstanceID, Reason: reason, Started: now, Detected: now.Sub(detected)}
 	if from != a.id.InstanceID {
-		if c := a.burst(from, now); c != nil && !c.probe.Alive() {
+		if c := a.burst(from, now); c != nil && a.confirmedDead(from, now) {
 			view.Confirmed = c.probe.Took
 		}
 	}

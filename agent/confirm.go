@@ -18,6 +18,10 @@ const (
 	answerValidFor = 10 * time.Second
 	// keyWarnEvery is how often the log names again an owner that runs with another key.
 	keyWarnEvery = time.Minute
+	// nonMemberDeadBursts consecutive bursts finding nothing make an instance that is not a
+	// member dead. Its only key-independent sign of life is a TCP handshake, which a lossy
+	// link loses now and then; a member's silence is also backed by gossip's own verdict.
+	nonMemberDeadBursts = 3
 )
 
 // confirmState is the latest confirmation burst at one peer.
@@ -26,6 +30,8 @@ type confirmState struct {
 	started time.Time
 	done    time.Time
 	probe   gossip.Probe
+	// deadRun counts the consecutive bursts that found nothing.
+	deadRun int
 	// warned and keyWarned are when the log last said the peer answers although gossip
 	// lost it, and that it runs with another key.
 	warned    time.Time
@@ -60,6 +66,19 @@ func (a *Agent) burst(name string, now time.Time) *confirmState {
 	return c
 }
 
+// confirmedDead reports whether the latest burst at name that still counts found it dead, by
+// as many bursts in a row as its kind needs.
+func (a *Agent) confirmedDead(name string, now time.Time) bool {
+	c := a.burst(name, now)
+	if c == nil || c.probe.Alive() {
+		return false
+	}
+	if _, member := a.members[name]; !member && c.deadRun < nonMemberDeadBursts {
+		return false
+	}
+	return true
+}
+
 // confirm probes the group's owner directly, unless a burst is running, just ran, or still
 // counts with a verdict Decide can act on.
 func (a *Agent) confirm(g *groupState, now time.Time) {
@@ -72,7 +91,7 @@ func (a *Agent) confirm(g *groupState, now time.Time) {
 	if c.running || now.Sub(c.started) < reconfirmAfter || now.Sub(c.done) < reconfirmAfter {
 		return
 	}
-	if b := a.burst(name, now); b != nil && (!b.probe.Alive() || b.probe.KeyMismatch()) {
+	if b := a.burst(name, now); b != nil && (a.confirmedDead(name, now) || b.probe.KeyMismatch()) {
 		return
 	}
 	addr := ""
@@ -106,6 +125,11 @@ func (a *Agent) onConfirmed(r confirmResult) {
 		return
 	}
 	c.probe = r.probe
+	if r.probe.Alive() {
+		c.deadRun = 0
+	} else {
+		c.deadRun++
+	}
 	args := []any{"peer", r.name, "answered", r.probe.Answered, "gossip_port_open", r.probe.Reachable, "probe_ms", r.probe.Took.Milliseconds()}
 	switch {
 	case r.probe.KeyMismatch():
@@ -122,6 +146,8 @@ func (a *Agent) onConfirmed(r confirmResult) {
 			c.warned = c.done
 			a.logger.Warn("gossip reports the owner gone but it answers direct probes: not taking over", args...)
 		}
+	case !a.confirmedDead(r.name, c.done):
+		a.logger.Debug("no answer from an instance that is not a member; probing again", append(args, "bursts", c.deadRun)...)
 	default:
 		a.logger.Info("owner confirmed unreachable by direct probes", args...)
 	}

@@ -217,6 +217,7 @@ type fakeGossip struct {
 	members    map[string]gossip.Member
 	contact    map[string]time.Time
 	probes     map[string]gossip.Probe
+	sequence   map[string][]gossip.Probe // answered first, in order, before probes
 	confirms   map[string]int
 	meta       gossip.Meta
 	published  []gossip.Meta // PublishMeta calls
@@ -225,7 +226,7 @@ type fakeGossip struct {
 
 func newFakeGossip() *fakeGossip {
 	return &fakeGossip{events: make(chan gossip.Event, 64), members: map[string]gossip.Member{}, contact: map[string]time.Time{},
-		probes: map[string]gossip.Probe{}, confirms: map[string]int{}}
+		probes: map[string]gossip.Probe{}, sequence: map[string][]gossip.Probe{}, confirms: map[string]int{}}
 }
 
 func (g *fakeGossip) Start(ctx context.Context) error { return nil }
@@ -270,6 +271,9 @@ func (g *fakeGossip) Confirm(ctx context.Context, name, addr string) (gossip.Pro
 	defer g.mu.Unlock()
 	g.confirms[name]++
 	p := g.probes[name]
+	if seq := g.sequence[name]; len(seq) > 0 {
+		p, g.sequence[name] = seq[0], seq[1:]
+	}
 	if p.Took == 0 {
 		p.Took = 40 * time.Millisecond
 	}

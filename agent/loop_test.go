@@ -404,3 +404,20 @@ func TestLoop_ReplayedLeaving(t *testing.T) {
 		})
 	}
 }
+
+// TestLoop_OtherKeyOwnerOnLossyLink: an owner running with another key answers only by
+// accepting TCP connections, and a lossy link loses a whole burst's worth now and then. One
+// burst that found nothing is not enough to take a running instance that is not a member.
+func TestLoop_OtherKeyOwnerOnLossyLink(t *testing.T) {
+	noLeak(t)
+	cloud := newFakeCloud("i-a", "rtb-1")
+	l := startLoop(t, "i-c", loopConfig(300, time.Hour), cloud, nil)
+	l.gossip.set(func(g *fakeGossip) {
+		g.sequence["i-a"] = []gossip.Probe{{}, {Reachable: true}}
+		g.probes["i-a"] = gossip.Probe{Reachable: true}
+	})
+	waitFor(t, "the verdict", func() bool { return l.logged("runs with another gossip key") })
+	if n := l.claimsStarted(t); n != 0 {
+		t.Fatalf("one lost burst made the node take a running owner: %s", describe(cloud.claimLog()))
+	}
+}

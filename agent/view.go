@@ -38,7 +38,7 @@ func (a *Agent) view(g *groupState, now time.Time) View {
 		v.OwnerState = g.obs.Instances[g.owner].State
 		v.OwnerRunning = running(v.OwnerState)
 		if c := a.burst(g.owner, now); c != nil {
-			v.OwnerConfirmedDead = !c.probe.Alive()
+			v.OwnerConfirmedDead = a.confirmedDead(g.owner, now)
 			v.OwnerOtherKey = c.probe.KeyMismatch()
 		}
 		if a.isAlive(g.owner) {

@@ -344,18 +344,19 @@ func (g *Gossip) Confirm(ctx context.Context, name, addr string) (Probe, error) 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	answered := make(chan struct{}, n)
-	reachable := make(chan bool, 1)
+	// One TCP connection attempt next to each ping: on a lossy link a single SYN (or its
+	// answer) is lost too often to be the only evidence a peer with another key is up.
+	reachable := make(chan bool, n)
+	dialBy := start.Add(max(g.cfg.ConfirmTimeout, g.cfg.ProbeTimeout))
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		reachable <- g.dialGossip(ctx, ua.String())
-	}()
 	var p Probe
 	finish := func() (Probe, error) {
 		cancel()
 		wg.Wait()
-		p.Reachable = p.Reachable || <-reachable
+		close(reachable)
+		for ok := range reachable {
+			p.Reachable = p.Reachable || ok
+		}
 		select {
 		case <-answered:
 			p.Answered = true
@@ -382,12 +383,20 @@ func (g *Gossip) Confirm(ctx context.Context, name, addr string) (Probe, error) 
 			case <-time.After(spacing):
 			}
 		}
-		wg.Add(1)
+		wg.Add(2)
 		go func() {
 			defer wg.Done()
 			if _, err := g.ml.Ping(name, ua); err == nil {
 				answered <- struct{}{}
 			}
+		}()
+		by := dialBy
+		if least := time.Now().Add(g.cfg.ProbeTimeout); least.After(by) {
+			by = least
+		}
+		go func() {
+			defer wg.Done()
+			reachable <- g.dialGossip(ctx, ua.String(), by)
 		}()
 	}
 	// Wait for the last ping's ack timeout; the dial may end the wait early only when it
@@ -396,10 +405,10 @@ func (g *Gossip) Confirm(ctx context.Context, name, addr string) (Probe, error) 
 	return finish()
 }
 
-// dialGossip reports whether addr accepts a TCP connection within the confirmation time.
-// The connection is closed at once, without a word: memberlist takes an empty stream quietly.
-func (g *Gossip) dialGossip(ctx context.Context, addr string) bool {
-	ctx, cancel := context.WithTimeout(ctx, max(g.cfg.ConfirmTimeout, g.cfg.ProbeTimeout))
+// dialGossip reports whether addr accepts a TCP connection by deadline. The connection is
+// closed at once, without a word: memberlist takes an empty stream quietly.
+func (g *Gossip) dialGossip(ctx context.Context, addr string, deadline time.Time) bool {
+	ctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", addr)
