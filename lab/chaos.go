@@ -87,6 +87,8 @@ func Chaos(ctx context.Context, o ChaosOptions) (*ChaosResult, error) {
 	if o.Progress == nil {
 		o.Progress = io.Discard
 	}
+	// The tracks report from goroutines of their own.
+	o.Progress = &lockedWriter{w: o.Progress}
 	zero := time.Now()
 	c := &chaosRun{o: o, b: BoundsFor(config.Default(), o.FailbackDelay), zero: zero,
 		tl: NewTimeline(o.Live, zero), truth: newTruthBook(), active: map[int]*Fault{},
@@ -218,6 +220,18 @@ func (c *chaosRun) setUp(ctx context.Context) error {
 		return ctx.Err()
 	}
 	return nil
+}
+
+// lockedWriter serializes writes to w.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 // sleepCtx waits d; false when ctx ended first.
@@ -784,7 +798,7 @@ func (c *chaosRun) lossTrack(ctx context.Context, rng *mrand.Rand) {
 func (c *chaosRun) ec2Track(ctx context.Context, rng *mrand.Rand) {
 	for ctx.Err() == nil {
 		k, ok := c.draw(rng, []FaultKind{FaultEC2Latency, FaultEC25xx, FaultEC2Throttle, FaultEC2Outage, FaultEC2Stale})
-		s := faultSpec{kind: k, gap: uniform(rng, 10*time.Second, 40*time.Second), hold: uniform(rng, 2*time.Second, 12*time.Second)}
+		s := faultSpec{kind: k, gap: uniform(rng, 15*time.Second, 45*time.Second), hold: uniform(rng, 2*time.Second, 12*time.Second)}
 		lat := uniform(rng, 100*time.Millisecond, 1500*time.Millisecond).Round(10 * time.Millisecond)
 		jitter := uniform(rng, 0, 500*time.Millisecond).Round(10 * time.Millisecond)
 		frac := 0.2 + 0.8*rng.Float64()

@@ -41,12 +41,16 @@ type ChaosResult struct {
 
 // KindRow sums up the faults of one kind.
 type KindRow struct {
-	Kind       FaultKind `json:"kind"`
-	Count      int       `json:"count"`
-	MaxOutage  float64   `json:"max_client_outage_s"`
-	Bound      float64   `json:"outage_bound_s,omitempty"` // the largest I5 bound among them
-	Moves      int       `json:"ownership_moves"`
-	Violations int       `json:"violations"`
+	Kind      FaultKind `json:"kind"`
+	Count     int       `json:"count"`
+	MaxOutage float64   `json:"max_client_outage_s"`
+	// Bound is the largest I5 bound among them without EC2 faults; Stretched counts those
+	// whose bound an overlapping EC2 fault stretched, to at most MaxBound.
+	Bound      float64 `json:"outage_bound_s,omitempty"`
+	Stretched  int     `json:"bounds_stretched_by_ec2,omitempty"`
+	MaxBound   float64 `json:"largest_stretched_bound_s,omitempty"`
+	Moves      int     `json:"ownership_moves"`
+	Violations int     `json:"violations"`
 }
 
 // FaultRow is one fault with what the referee found for it.
@@ -56,6 +60,7 @@ type FaultRow struct {
 	EndS       float64 `json:"end_s"`
 	MaxOutage  float64 `json:"max_client_outage_s"`
 	Bound      float64 `json:"outage_bound_s,omitempty"`
+	Base       float64 `json:"outage_bound_without_ec2_s,omitempty"`
 	Moves      int     `json:"ownership_moves"`
 	Violations int     `json:"violations"`
 }
@@ -107,7 +112,7 @@ func (r *ChaosResult) fill(c *chaosRun, rec Record, j *Judgement) {
 	for _, f := range rec.Faults {
 		fr := j.Faults[f.ID]
 		row := FaultRow{Fault: f, StartS: r.rel(f.Start), EndS: r.rel(f.End), MaxOutage: fr.MaxOutage.Seconds(),
-			Bound: fr.Bound.Seconds(), Moves: fr.Moves, Violations: fr.Violations}
+			Bound: fr.Bound.Seconds(), Base: fr.Base.Seconds(), Moves: fr.Moves, Violations: fr.Violations}
 		r.Faults = append(r.Faults, row)
 		k := kinds[f.Kind]
 		if k == nil {
@@ -116,7 +121,11 @@ func (r *ChaosResult) fill(c *chaosRun, rec Record, j *Judgement) {
 		}
 		k.Count++
 		k.MaxOutage = math.Max(k.MaxOutage, row.MaxOutage)
-		k.Bound = math.Max(k.Bound, row.Bound)
+		k.Bound = math.Max(k.Bound, row.Base)
+		if row.Bound > row.Base {
+			k.Stretched++
+			k.MaxBound = math.Max(k.MaxBound, row.Bound)
+		}
 		k.Moves += row.Moves
 		k.Violations += row.Violations
 	}
@@ -196,11 +205,15 @@ func seconds(x float64) string {
 // Table renders the per-kind summary as Markdown.
 func (r *ChaosResult) Table() string {
 	var b strings.Builder
-	b.WriteString("| fault kind | count | max client outage | outage bound (largest) | ownership moves | violations |\n|---|---|---|---|---|---|\n")
+	b.WriteString("| fault kind | count | max client outage | outage bound | bounds stretched by EC2 faults (largest) | ownership moves | violations |\n|---|---|---|---|---|---|---|\n")
 	var n, moves, viol int
 	var worst float64
 	for _, k := range r.Kinds {
-		fmt.Fprintf(&b, "| %s | %d | %s | %s | %d | %d |\n", k.Kind, k.Count, seconds(k.MaxOutage), seconds(k.Bound), k.Moves, k.Violations)
+		stretched := ""
+		if k.Stretched > 0 {
+			stretched = fmt.Sprintf("%d (%s)", k.Stretched, seconds(k.MaxBound))
+		}
+		fmt.Fprintf(&b, "| %s | %d | %s | %s | %s | %d | %d |\n", k.Kind, k.Count, seconds(k.MaxOutage), seconds(k.Bound), stretched, k.Moves, k.Violations)
 		n += k.Count
 		worst = math.Max(worst, k.MaxOutage)
 	}
@@ -213,9 +226,9 @@ func (r *ChaosResult) Table() string {
 		}
 	}
 	if unattributed > 0 {
-		fmt.Fprintf(&b, "| (no fault in effect) | | | | | %d |\n", unattributed)
+		fmt.Fprintf(&b, "| (no fault in effect) | | | | | | %d |\n", unattributed)
 	}
-	fmt.Fprintf(&b, "| **all** | %d | %s | | %d | %d |\n", n, seconds(worst), moves, viol)
+	fmt.Fprintf(&b, "| **all** | %d | %s | | | %d | %d |\n", n, seconds(worst), moves, viol)
 	return b.String()
 }
 

@@ -288,8 +288,9 @@ type Violation struct {
 type FaultResult struct {
 	// MaxOutage is the longest client gap overlapping the fault's window.
 	MaxOutage time.Duration
-	// Bound is the I5 bound for the fault (disruptive faults only).
-	Bound time.Duration
+	// Bound is the I5 bound for the fault (membership faults only); Base is what it would
+	// be without the EC2 faults that stretched it.
+	Bound, Base time.Duration
 	// Moves counted against the fault.
 	Moves int
 	// Violations naming the fault.
@@ -772,8 +773,8 @@ func (j *judge) stranded() {
 // bound5 is the longest client outage allowed for a membership fault: the takeover bound
 // (the datapath bound for a broken datapath) from the moment the peer was ready, stretched by
 // EC2 faults in its window.
-func (j *judge) bound5(f *Fault) time.Duration {
-	base := j.b.Takeover
+func (j *judge) bound5(f *Fault) (bound, base time.Duration) {
+	base = j.b.Takeover
 	if f.Kind.datapath() {
 		base = j.b.Datapath
 	}
@@ -783,7 +784,8 @@ func (j *judge) bound5(f *Fault) time.Duration {
 			start = ready
 		}
 	}
-	return j.extendEC2(f.Start, start.Add(base), j.b.Takeover).Sub(f.Start)
+	base = start.Add(base).Sub(f.Start)
+	return j.extendEC2(f.Start, f.Start.Add(base), j.b.Takeover).Sub(f.Start), base
 }
 
 // outages checks I5: every client gap of QuietGap or more falls within a membership fault's
@@ -794,7 +796,7 @@ func (j *judge) outages() {
 		end := f.End.Add(j.b.Takeover)
 		if f.Kind.membership() {
 			end = j.attrEnd(f)
-			fr.Bound = j.bound5(f)
+			fr.Bound, fr.Base = j.bound5(f)
 		}
 		for _, g := range j.r.Gaps {
 			if !g.From.After(end) && !g.To.Before(f.Start) && g.Duration() > fr.MaxOutage {

@@ -216,8 +216,14 @@ func TestJudge_CountsMovesPerFault(t *testing.T) {
 		t.Fatalf("moves %+v, want two justified", j.Moves)
 	}
 	fr := j.Faults[1]
-	if fr.Moves != 2 || fr.MaxOutage != 1100*time.Millisecond || fr.Bound != 3*time.Second {
+	if fr.Moves != 2 || fr.MaxOutage != 1100*time.Millisecond || fr.Bound != 3*time.Second || fr.Base != 3*time.Second {
 		t.Errorf("fault result %+v, want 2 moves, outage 1.1s, bound 3s", *fr)
+	}
+	h = newHistory()
+	h.until(10).host(Nat1, dead).until(25).owner(Nat2)
+	j = h.fault(FaultHardKill, Nat1, 10, 40).fault(FaultEC2Outage, "", 11, 20).judge(40)
+	if fr := j.Faults[1]; fr.Base != 3*time.Second || fr.Bound != 31*time.Second {
+		t.Errorf("hard kill under an EC2 outage: bound %s (base %s), want 31s (the outage's end + 18s + 3s) and 3s", fr.Bound, fr.Base)
 	}
 }
 
