@@ -14,15 +14,14 @@ import (
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
+
+	"github.com/natganker/natganker/ec2"
 )
 
 var (
 	groupNameRe   = regexp.MustCompile(`^[a-zA-Z0-9_.-]{1,32}$`)
 	routeTableRe  = regexp.MustCompile(`^rtb-[0-9a-f]+$`)
 	allocationRe  = regexp.MustCompile(`^eipalloc-[0-9a-f]+$`)
-	instanceIDRe  = regexp.MustCompile(`^i-[0-9a-f]+$`)
-	regionRe      = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
-	zoneRe        = regexp.MustCompile(`^[a-z]{2}(-[a-z0-9]+)+[a-z]$`)
 	hostnameLabel = regexp.MustCompile(`^[a-zA-Z0-9]([a-zA-Z0-9-]{0,61}[a-zA-Z0-9])?$`)
 )
 
@@ -105,12 +104,6 @@ func (v *checker) oneOf(f field, s string, options ...string) {
 	v.fail(f, "must be one of %s (got %q)", strings.Join(quoted, ", "), s)
 }
 
-func (v *checker) ipv4(f field, s string) {
-	if a, err := netip.ParseAddr(s); err != nil || !a.Is4() {
-		v.fail(f, "must be an IPv4 address (got %q)", s)
-	}
-}
-
 // ipv4Prefix checks an IPv4 CIDR written as its network address, as EC2 requires, and
 // reports whether it is one.
 func (v *checker) ipv4Prefix(f field, s string) bool {
@@ -135,21 +128,15 @@ func (v *checker) httpURL(f field, s string) {
 
 func (v *checker) node() {
 	n := &v.c.Node
-	if n.InstanceID != "" && !instanceIDRe.MatchString(n.InstanceID) {
-		v.fail(at("node", "instance_id"), "must look like i-0123456789abcdef0 (got %q)", n.InstanceID)
-	}
-	if n.Region != "" && !regionRe.MatchString(n.Region) {
-		v.fail(at("node", "region"), "must be an AWS region such as us-east-1 (got %q)", n.Region)
-	}
-	if n.AvailabilityZone != "" && !zoneRe.MatchString(n.AvailabilityZone) {
-		v.fail(at("node", "availability_zone"), "must be an availability zone such as us-east-1a (got %q)", n.AvailabilityZone)
-	}
-	if n.LocalIPv4 != "" {
-		v.ipv4(at("node", "local_ipv4"), n.LocalIPv4)
-	}
-	if n.MAC != "" {
-		if hw, err := net.ParseMAC(n.MAC); err != nil || len(hw) != 6 {
-			v.fail(at("node", "mac"), "must be a MAC address such as 0e:12:34:56:78:9a (got %q)", n.MAC)
+	for _, f := range []struct{ name, value string }{
+		{"instance_id", n.InstanceID}, {"region", n.Region}, {"availability_zone", n.AvailabilityZone},
+		{"local_ipv4", n.LocalIPv4}, {"mac", n.MAC},
+	} {
+		if f.value == "" {
+			continue
+		}
+		if err := ec2.CheckIdentityField(f.name, f.value); err != nil {
+			v.fail(at("node", f.name), "%v (got %q)", err, f.value)
 		}
 	}
 	if n.VPCCIDR != "" {
@@ -502,8 +489,10 @@ func validElasticIP(s string) bool {
 
 func (v *checker) ec2() {
 	e := &v.c.EC2
-	if e.Region != "" && !regionRe.MatchString(e.Region) {
-		v.fail(at("ec2", "region"), "must be an AWS region such as us-east-1 (got %q)", e.Region)
+	if e.Region != "" {
+		if err := ec2.CheckIdentityField("region", e.Region); err != nil {
+			v.fail(at("ec2", "region"), "%v (got %q)", err, e.Region)
+		}
 	}
 	if e.Endpoint != "" {
 		v.httpURL(at("ec2", "endpoint"), e.Endpoint)

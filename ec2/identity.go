@@ -5,6 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/netip"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -55,11 +59,56 @@ var identityFields = []identityField{
 	}, func(id *Identity) *string { return &id.VPCCIDR }, false},
 }
 
+var (
+	instanceIDRe = regexp.MustCompile(`^i-[0-9a-f]{1,32}$`)
+	regionRe     = regexp.MustCompile(`^[a-z]{2}(-[a-z]+)+-[0-9]+$`)
+	zoneRe       = regexp.MustCompile(`^[a-z]{2}(-[a-z0-9]+)+[a-z]$`)
+)
+
+// CheckIdentityField reports why value cannot be the identity field called name (as the node
+// block of the config calls it), or nil when it can. An answer from the metadata service and
+// a value in the config are held to the same rules: each is used in EC2 filters, metadata
+// paths and log lines, where a stray newline or "../" would do harm.
+func CheckIdentityField(name, value string) error {
+	if len(value) > 128 {
+		return fmt.Errorf("is %d bytes long, more than any %s", len(value), name)
+	}
+	ok := false
+	var want string
+	switch name {
+	case "instance_id":
+		ok, want = instanceIDRe.MatchString(value), "look like i-0123456789abcdef0"
+	case "region":
+		ok, want = regionRe.MatchString(value), "be an AWS region such as us-east-1"
+	case "availability_zone":
+		ok, want = zoneRe.MatchString(value), "be an availability zone such as us-east-1a"
+	case "local_ipv4":
+		a, err := netip.ParseAddr(value)
+		ok, want = err == nil && a.Is4(), "be an IPv4 address"
+	case "mac":
+		// The metadata service writes it lower-case with colons, and it becomes part of a
+		// metadata path: only that form is taken.
+		hw, err := net.ParseMAC(value)
+		ok, want = err == nil && len(hw) == 6 && hw.String() == value, "be a MAC address such as 0e:12:34:56:78:9a"
+	case "vpc_cidr":
+		p, err := netip.ParsePrefix(value)
+		ok, want = err == nil && p.Addr().Is4() && p.Masked() == p, "be an IPv4 CIDR such as 10.0.0.0/16"
+	default:
+		return fmt.Errorf("is not an identity field")
+	}
+	if !ok {
+		return errors.New("must " + want)
+	}
+	return nil
+}
+
 // LoadIdentity asks the instance metadata service (IMDSv2; endpoint "" is the default) for
 // every field not set in override and returns override completed. Each call is given 1s and two
 // attempts. InstanceID, Region and LocalIPv4 are required: when one is neither overridden nor
 // available the error names every such field as the node block of the config calls it.
-// AvailabilityZone, MAC and VPCCIDR are left empty when unavailable.
+// AvailabilityZone, MAC and VPCCIDR are left empty when unavailable. An answer that is not a
+// valid value of its field (see CheckIdentityField) is an error naming the field, whether the
+// field is required or not: a service that answers garbage is not to be trusted on the rest.
 func LoadIdentity(ctx context.Context, endpoint string, override Identity) (Identity, error) {
 	id := override
 	shown := endpoint
@@ -83,6 +132,7 @@ func LoadIdentity(ctx context.Context, endpoint string, override Identity) (Iden
 
 	var unreachable error
 	failed := map[string]error{}
+	var invalid, details []string
 	for _, f := range identityFields {
 		dst := f.get(&id)
 		if *dst != "" {
@@ -95,6 +145,11 @@ func LoadIdentity(ctx context.Context, endpoint string, override Identity) (Iden
 		v, err := getMetadata(ctx, client, path)
 		switch {
 		case err == nil:
+			if bad := CheckIdentityField(f.name, v); bad != nil {
+				invalid = append(invalid, f.name)
+				details = append(details, fmt.Sprintf("%s: answer %.80q %v", f.name, v, bad))
+				continue
+			}
 			*dst = v
 		case isUnreachable(err):
 			unreachable = err
@@ -103,9 +158,14 @@ func LoadIdentity(ctx context.Context, endpoint string, override Identity) (Iden
 		}
 	}
 
+	// What to set in the config: every field answered with something unusable, and every
+	// required field not answered.
 	var missing []string
-	var details []string
 	for _, f := range identityFields {
+		if slices.Contains(invalid, f.name) {
+			missing = append(missing, f.name)
+			continue
+		}
 		if !f.required || *f.get(&id) != "" {
 			continue
 		}
@@ -118,7 +178,9 @@ func LoadIdentity(ctx context.Context, endpoint string, override Identity) (Iden
 		return id, nil
 	}
 	hint := fmt.Sprintf("set node { %s } in the config", strings.Join(missing, ", "))
-	if unreachable != nil {
+	if len(invalid) > 0 {
+		hint = "these are not EC2's answers: " + hint
+	} else if unreachable != nil {
 		return id, fmt.Errorf("instance metadata unreachable at %s: %w; %s", shown, unreachable, hint)
 	}
 	return id, fmt.Errorf("instance metadata at %s: %s; %s", shown, strings.Join(details, "; "), hint)

@@ -109,6 +109,9 @@ func FuzzLoadIdentity(f *testing.F) {
 			if c.got != "" && c.got != strings.TrimSpace(served[c.path]) {
 				t.Fatalf("%s = %q, but the service said %q", c.name, c.got, served[c.path])
 			}
+			if bad := CheckIdentityField(c.name, c.got); c.got != "" && bad != nil {
+				t.Fatalf("%s = %q was taken, but it %v", c.name, c.got, bad)
+			}
 		}
 		if got.VPCCIDR != "" && got.VPCCIDR != strings.TrimSpace(served["network/interfaces/macs/"+got.MAC+"/vpc-ipv4-cidr-block"]) {
 			t.Fatalf("vpc_cidr = %q, but the service said %q for mac %q", got.VPCCIDR, served["network/interfaces/macs/"+got.MAC+"/vpc-ipv4-cidr-block"], got.MAC)
@@ -124,7 +127,9 @@ func FuzzLoadIdentity(f *testing.F) {
 				{"instance_id", "instance-id", got.InstanceID}, {"region", "placement/region", got.Region},
 				{"local_ipv4", "local-ipv4", got.LocalIPv4},
 			} {
-				if v, ok := served[c.path]; ok && strings.TrimSpace(v) != "" && c.got == "" {
+				v, ok := served[c.path]
+				valid := CheckIdentityField(c.name, strings.TrimSpace(v)) == nil
+				if ok && valid && c.got == "" {
 					t.Fatalf("%s was served as %q but not reported (err %v)", c.name, v, err)
 				}
 			}

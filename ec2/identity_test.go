@@ -2,7 +2,9 @@ package ec2
 
 import (
 	"context"
+	"maps"
 	"net"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -118,6 +120,53 @@ func TestLoadIdentity(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("err = %v, want it to contain %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestLoadIdentity_GarbageAnswers serves answers that are not EC2's: each is refused with an
+// error naming the field and what was wrong, and nothing of it reaches a metadata path.
+func TestLoadIdentity_GarbageAnswers(t *testing.T) {
+	good := map[string]string{
+		"instance-id": "i-0aaaaaaaaaaaaaaa1", "placement/region": "eu-west-3", "placement/availability-zone": "eu-west-3b",
+		"local-ipv4": "198.18.0.10", "mac": "0a:00:00:00:00:01",
+		"network/interfaces/macs/0a:00:00:00:00:01/vpc-ipv4-cidr-block": "198.18.0.0/16",
+	}
+	for _, tt := range []struct {
+		name, path, value, field, want string
+	}{
+		{"IPv6LocalAddress", "local-ipv4", "::1", "local_ipv4", "must be an IPv4 address"},
+		{"NewlineInID", "instance-id", "i-1\ninjected=1", "instance_id", "must look like i-"},
+		{"PathInMAC", "mac", "../../instance-id", "mac", "must be a MAC address"},
+		{"UpperCaseMAC", "mac", "0A:00:00:00:00:01", "mac", "must be a MAC address"},
+		{"HostBitsInCIDR", "network/interfaces/macs/0a:00:00:00:00:01/vpc-ipv4-cidr-block", "198.18.0.1/16", "vpc_cidr", "must be an IPv4 CIDR"},
+		{"HugeRegion", "placement/region", strings.Repeat("a", 1<<20), "region", "bytes long"},
+		{"EscapeInZone", "placement/availability-zone", "eu-west-3b\x1b[2J", "availability_zone", "must be an availability zone"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := &fuzzIMDS{}
+			answers := maps.Clone(good)
+			answers[tt.path] = tt.value
+			srv.set(answers, "token")
+			ts := httptest.NewServer(srv)
+			defer ts.Close()
+			_, err := LoadIdentity(context.Background(), ts.URL, Identity{})
+			if err == nil {
+				t.Fatalf("answer %q for %s was taken", tt.value, tt.path)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, tt.field+": answer") || !strings.Contains(msg, tt.want) ||
+				!strings.HasSuffix(msg, "set node { "+tt.field+" } in the config") {
+				t.Fatalf("error %q does not say that %s %s and how to give it", msg, tt.field, tt.want)
+			}
+			if strings.ContainsAny(msg, "\n\x1b") || len(msg) > 1000 {
+				t.Fatalf("error carries the raw answer: %q", msg)
+			}
+			for _, p := range srv.asked {
+				if strings.Contains(p, "..") {
+					t.Fatalf("asked for metadata path %q", p)
+				}
 			}
 		})
 	}
