@@ -1,7 +1,9 @@
 package config
 
 import (
+	"bytes"
 	"fmt"
+	"unicode/utf8"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
@@ -140,4 +142,29 @@ func checkJSONNesting(filename string, src []byte) *problem {
 		}
 	}
 	return nil
+}
+
+// notText reports a file that cannot be a configuration because it is not text: a NUL byte
+// or bytes that are not UTF-8 (HCL's encoding). It names the first such byte's line, so a
+// stray byte in an edited file can be found, and nil when src is text.
+func notText(filename string, src []byte) error {
+	bad := bytes.IndexByte(src, 0)
+	if !utf8.Valid(src) {
+		for i := 0; i < len(src); {
+			r, n := utf8.DecodeRune(src[i:])
+			if r == utf8.RuneError && n <= 1 {
+				if bad < 0 || i < bad {
+					bad = i
+				}
+				break
+			}
+			i += n
+		}
+	}
+	if bad < 0 {
+		return nil
+	}
+	line := bytes.Count(src[:bad], []byte("\n")) + 1
+	return fmt.Errorf("%s:%d: not a text file: byte %d is %#02x, which a UTF-8 configuration cannot hold (is this the right file?)",
+		filename, line, bad+1, src[bad])
 }

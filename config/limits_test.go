@@ -260,3 +260,27 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestParse_NotText refuses a binary file or one with a stray non-UTF-8 byte with one line
+// that says so and where, before HCL's parser sees it.
+func TestParse_NotText(t *testing.T) {
+	for _, tt := range []struct {
+		name, src, want string
+	}{
+		{"Gzip", "\x1f\x8b\x08\x00\x00\x00\x00\x00", "agent.hcl:1: not a text file: byte 2 is 0x8b"},
+		{"NULOnLine3", "node {\n}\ngroup \"a\" {\x00}\n", "agent.hcl:3: not a text file: byte 21 is 0x00"},
+		{"Latin1", "# caf\xe9\nnode {}\n", "agent.hcl:1: not a text file: byte 6 is 0xe9"},
+		{"ELF", "\x7fELF\x02\x01\x01\x00", "agent.hcl:1: not a text file: byte 8 is 0x00"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("agent.hcl", []byte(tt.src))
+			if err == nil || !strings.HasPrefix(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error %q, want one line starting %q", err, tt.want)
+			}
+		})
+	}
+	// UTF-8 text is read as before.
+	if _, err := Parse("agent.hcl", []byte("# café ✓\n")); err != nil && strings.Contains(err.Error(), "not a text file") {
+		t.Fatalf("UTF-8 comment refused: %v", err)
+	}
+}

@@ -59,6 +59,9 @@ func Parse(filename string, src []byte) (*Config, error) {
 // parse implements Parse and Load. keyDir is empty for Parse (key files are not read) and
 // the configuration file's directory for Load.
 func parse(filename string, src []byte, keyDir string) (*Config, error) {
+	if err := notText(filename, src); err != nil {
+		return nil, err
+	}
 	isJSON := strings.HasSuffix(filename, ".json")
 	if p := checkNesting(filename, src, isJSON); p != nil {
 		return nil, problems{*p}.err()

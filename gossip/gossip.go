@@ -139,6 +139,9 @@ func New(cfg Config, logger hclog.Logger) (*Gossip, error) {
 	if cfg.Name == "" {
 		return nil, errors.New("gossip: node name is empty")
 	}
+	if n := len(cfg.EncryptKey); n != 0 && n != 16 && n != 24 && n != 32 {
+		return nil, fmt.Errorf("gossip: encryption key is %d bytes; it must be 16, 24 or 32 (AES-128, -192 or -256)", n)
+	}
 	if cfg.ConfirmProbes <= 0 {
 		cfg.ConfirmProbes = 1
 	}

@@ -224,3 +224,22 @@ func TestGossip_ConfirmUnknownAddress(t *testing.T) {
 		t.Fatalf("bad address error = %v", err)
 	}
 }
+
+// TestNew_KeyLength refuses a key AES cannot use before anything is bound, naming its length.
+func TestNew_KeyLength(t *testing.T) {
+	for _, n := range []int{1, 15, 17, 31, 33, 64} {
+		cfg := testConfig(t, "a", freePort(t))
+		cfg.EncryptKey = make([]byte, n)
+		_, err := New(cfg, hclog.NewNullLogger())
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("key is %d bytes", n)) {
+			t.Errorf("%d-byte key: error %v, want one naming the length", n, err)
+		}
+	}
+	for _, n := range []int{0, 16, 24, 32} {
+		cfg := testConfig(t, "a", freePort(t))
+		cfg.EncryptKey = make([]byte, n)
+		if _, err := New(cfg, hclog.NewNullLogger()); err != nil {
+			t.Errorf("%d-byte key refused: %v", n, err)
+		}
+	}
+}
