@@ -48,6 +48,9 @@ type Config struct {
 	ConfirmTimeout time.Duration
 	// Meta is published from the start.
 	Meta Meta
+	// Started is stamped into this node's metadata as the start of its run (see Meta.Started);
+	// zero means when New is called.
+	Started time.Time
 }
 
 // State is a member's state as far as this node knows.
@@ -123,6 +126,10 @@ type Gossip struct {
 	contact map[string]time.Time
 	meta    []byte
 	wake    chan struct{}
+	// started is when this run began, stamped into every metadata this node sends; older
+	// holds back peers' metadata from an earlier start than the known one (see starts.go).
+	started time.Time
+	older   map[string]olderStart
 
 	metaDirty chan struct{}
 	keys      *keyWatch
@@ -148,6 +155,11 @@ func New(cfg Config, logger hclog.Logger) (*Gossip, error) {
 	if cfg.ConfirmTimeout <= 0 {
 		cfg.ConfirmTimeout = cfg.ProbeTimeout
 	}
+	started := cfg.Started
+	if started.IsZero() {
+		started = time.Now()
+	}
+	cfg.Meta.Started = started
 	meta, err := EncodeMeta(cfg.Meta)
 	if err != nil {
 		return nil, err
@@ -159,6 +171,8 @@ func New(cfg Config, logger hclog.Logger) (*Gossip, error) {
 		members:   make(map[string]Member),
 		contact:   make(map[string]time.Time),
 		meta:      meta,
+		started:   started,
+		older:     make(map[string]olderStart),
 		wake:      make(chan struct{}, 1),
 		metaDirty: make(chan struct{}, 1),
 		keys:      newKeyWatch(logger.Named("gossip")),
@@ -249,6 +263,7 @@ func (g *Gossip) LocalAddr() string {
 func (g *Gossip) Members() []Member {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.believeOlderStarts(time.Now())
 	out := make([]Member, 0, len(g.members))
 	for _, m := range g.members {
 		out = append(out, g.withPath(m))
@@ -294,6 +309,7 @@ func (g *Gossip) PublishMeta(m Meta, timeout time.Duration) error {
 
 // storeMeta makes m what memberlist hands out as this node's metadata from now on.
 func (g *Gossip) storeMeta(m Meta) error {
+	m.Started = g.started
 	b, err := EncodeMeta(m)
 	if err != nil {
 		return err
@@ -574,6 +590,9 @@ func (g *Gossip) record(kind EventKind, n *memberlist.Node) {
 	}
 	g.mu.Lock()
 	prev, known := g.members[n.Name]
+	if kind != EventLeave && m.MetaErr == "" {
+		m.Meta = g.ordered(n.Name, m.Meta, prev, known, now)
+	}
 	if kind == EventLeave {
 		// memberlist reports every departure the same way (and Node.State is not reliable in
 		// the callback): a node that announced it was leaving left; any other died.

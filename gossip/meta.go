@@ -28,6 +28,9 @@ type Meta struct {
 	LeavingSince time.Time
 	// Groups is this node's standing in each group it serves.
 	Groups map[string]GroupMeta
+	// Started is when the node's current run began (its clock, to the millisecond); Gossip
+	// sets it. It orders a node's metadata across its restarts, which memberlist does not.
+	Started time.Time
 }
 
 // GroupMeta is a node's standing in one group.
@@ -43,6 +46,7 @@ type wireMeta struct {
 	R  string                   `json:"r,omitempty"`
 	L  bool                     `json:"l,omitempty"`
 	LS int64                    `json:"ls,omitempty"`
+	ST int64                    `json:"st,omitempty"`
 	G  map[string]wireGroupMeta `json:"g,omitempty"`
 }
 
@@ -57,6 +61,9 @@ func EncodeMeta(m Meta) ([]byte, error) {
 	w := wireMeta{H: m.Healthy, R: m.Reason, L: m.Leaving}
 	if !m.LeavingSince.IsZero() {
 		w.LS = m.LeavingSince.UnixMilli()
+	}
+	if !m.Started.IsZero() {
+		w.ST = m.Started.UnixMilli()
 	}
 	if len(m.Groups) > 0 {
 		w.G = make(map[string]wireGroupMeta, len(m.Groups))
@@ -94,6 +101,9 @@ func DecodeMeta(b []byte) (Meta, error) {
 	m := Meta{Healthy: w.H, Reason: w.R, Leaving: w.L, Groups: make(map[string]GroupMeta, len(w.G))}
 	if w.LS > 0 {
 		m.LeavingSince = time.UnixMilli(w.LS)
+	}
+	if w.ST > 0 {
+		m.Started = time.UnixMilli(w.ST)
 	}
 	for name, g := range w.G {
 		if g.P < 0 {
