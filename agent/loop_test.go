@@ -405,6 +405,32 @@ func TestLoop_ReplayedLeaving(t *testing.T) {
 	}
 }
 
+// TestLoop_LeaverClockStepped: the owner's clock stepped two hours ahead, so its shutdown
+// announcement is not believed. The handover becomes a death: nothing moves while the owner
+// runs, and once it is gone and its death confirmed the node takes over. Slower, never wrong.
+func TestLoop_LeaverClockStepped(t *testing.T) {
+	noLeak(t)
+	cloud := newFakeCloud("i-a", "rtb-1")
+	l := startLoop(t, "i-b", loopConfig(100, time.Hour), cloud, nil)
+	l.gossip.peer("i-a", gossip.StateAlive, 200, true)
+	waitFor(t, "the first read", func() bool { return l.status(t).EC2Owner == "i-a" })
+	meta := gossip.Meta{Healthy: true, Leaving: true, LeavingSince: time.Now().Add(2 * time.Hour),
+		Groups: map[string]gossip.GroupMeta{"egress": {Priority: 200, Owns: true}}}
+	l.gossip.set(func(g *fakeGossip) { g.probes["i-a"] = gossip.Probe{Answered: true, Reachable: true} })
+	l.gossip.peerMeta("i-a", gossip.StateAlive, meta)
+	waitFor(t, "the announcement to be seen", func() bool {
+		var seen bool
+		l.do(context.Background(), func() { seen = l.members["i-a"].Meta.Leaving })
+		return seen
+	})
+	if n := l.claimsStarted(t); n != 0 {
+		t.Fatalf("an announcement from a stepped clock started %d claims while the owner runs", n)
+	}
+	l.gossip.set(func(g *fakeGossip) { delete(g.probes, "i-a") })
+	l.gossip.peerMeta("i-a", gossip.StateLeft, meta)
+	waitFor(t, "the takeover once the owner is gone", func() bool { return cloud.allOn("i-b") })
+}
+
 // TestLoop_OtherKeyOwnerOnLossyLink: an owner running with another key answers only by
 // accepting TCP connections, and a lossy link loses a whole burst's worth now and then. One
 // burst that found nothing is not enough to take a running instance that is not a member.
