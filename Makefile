@@ -15,8 +15,11 @@ build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/natganker-agent ./cmd/natganker-agent
 	$(GO) build -trimpath -o $(BIN)/natganker-lab ./lab/cmd/natganker-lab
 
-## deps: everything the lab and the tests need on a bare Debian machine (as root)
-deps: $(STATICCHECK)
+## deps: everything the lab and the tests need on a bare Debian machine (as root), Go included:
+## the toolchain go.mod pins is fetched from the Go module proxy when no new enough go is found
+deps:
+	sh lab/gotoolchain.sh
+	$(MAKE) --no-print-directory $(STATICCHECK)
 	sh lab/deps.sh
 
 $(STATICCHECK):
