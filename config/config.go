@@ -24,6 +24,12 @@ type Config struct {
 	Log Log
 	// Datapath configures the kernel side of a NAT instance (forwarding and masquerade).
 	Datapath Datapath
+	// Telemetry configures the Prometheus endpoint.
+	Telemetry Telemetry
+	// Hooks are commands run on ownership and membership events.
+	Hooks Hooks
+	// Handoff configures planned handovers on notices of the instance's end.
+	Handoff Handoff
 
 	// ranges remembers where each setting was written, keyed by rangeKey, so that
 	// Validate can point at the offending line. Empty for a Config built in code.
@@ -238,6 +244,9 @@ func Default() *Config {
 			CheckInterval:      time.Second,
 			EgressProbeTimeout: time.Second,
 		},
+		Telemetry: defaultTelemetry,
+		Hooks:     defaultHooks,
+		Handoff:   defaultHandoff,
 	}
 }
 

@@ -113,6 +113,9 @@ var blockKinds = []blockKind{
 	{name: "control", decode: (*decoder).control},
 	{name: "log", decode: (*decoder).log},
 	{name: "datapath", decode: (*decoder).datapath},
+	{name: "telemetry", decode: (*decoder).telemetry},
+	{name: "hooks", decode: (*decoder).hooks},
+	{name: "handoff", decode: (*decoder).handoff},
 }
 
 // fileSchema is the top level of a file: the blocks of blockKinds and nothing else.

@@ -41,6 +41,9 @@ func (c *Config) Validate() error {
 	v.control()
 	v.log()
 	v.datapath()
+	v.telemetry()
+	v.hooks()
+	v.handoff()
 	return v.problems.err()
 }
 

@@ -154,3 +154,33 @@ datapath {
   # egress_probe       = "198.18.200.1:443"
   egress_probe_timeout = "1s"
 }
+
+# telemetry: a Prometheus /metrics endpoint, off unless prometheus_listen is set. Keep it
+# on a private address: it tells who owns what.
+telemetry {
+  # prometheus_listen = "127.0.0.1:9720"
+}
+
+# hooks: programs run on events, like keepalived's notify scripts. Each is an argv (no
+# shell) whose first element is an absolute path. They get NATGANKER_EVENT, NATGANKER_GROUP,
+# NATGANKER_FROM, NATGANKER_TO, NATGANKER_REASON and the takeover timings in the
+# environment; their output is logged; they never delay a takeover, and each event runs each
+# hook once. A hook still running after timeout is killed.
+hooks {
+  # on_acquire = ["/usr/local/bin/natganker-notify", "acquire"]  # this node took a group
+  # on_release = ["/usr/local/bin/natganker-notify", "release"]  # this node lost or handed one over
+  # on_member  = ["/usr/local/bin/natganker-notify", "member"]   # a peer joined, left, died or changed health
+  timeout = "30s"
+}
+
+# handoff: advance notices of this instance's end, read from the instance metadata service,
+# on which the agent hands its groups to a peer before the instance goes away, as it does
+# on SIGTERM, so that the private subnets lose no traffic.
+handoff {
+  spot_interruption     = true   # spot/instance-action: two minutes' warning
+  rebalance             = false  # events/recommendations/rebalance: a risk, not a notice
+  scheduled_maintenance = true   # events/maintenance/scheduled: a reboot, stop or retirement
+  maintenance_lead      = "10m"  # hand over this long before a scheduled event starts
+  asg_terminated        = true   # autoscaling/target-lifecycle-state becomes Terminated
+  poll_interval         = "2s"
+}
