@@ -79,6 +79,9 @@ type Gossip struct {
 	Peers []string
 	// EncryptKey is the decoded gossip encryption key (16, 24 or 32 bytes).
 	EncryptKey []byte
+	// OtherKeys are further keys from the key file's later lines: accepted from peers but
+	// not sent with (a key rotation in progress).
+	OtherKeys [][]byte
 	// EncryptKeyFile is the file the key was read from, if any. Load resolves a relative
 	// path against the directory of the configuration file and stores the result here.
 	EncryptKeyFile string

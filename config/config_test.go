@@ -145,7 +145,8 @@ func TestLoad(t *testing.T) {
 		writeFile(t, path, src)
 		writeFile(t, filepath.Join(dir, "gossip.key"), base64.StdEncoding.EncodeToString([]byte("short"))+"\n")
 		_, err := Load(path)
-		if err == nil || !strings.Contains(err.Error(), "gossip.encrypt_key_file: key must decode to 16, 24 or 32 bytes (got 5 bytes)") {
+		if err == nil || !strings.Contains(err.Error(), "gossip.encrypt_key_file: key file ") ||
+			!strings.Contains(err.Error(), "gossip.key line 1: key must decode to 16, 24 or 32 bytes (got 5 bytes)") {
 			t.Fatalf("err = %v", err)
 		}
 	})
@@ -560,7 +561,7 @@ group "egress" {
 `
 	lines := parseErr(t, src)
 	want := []string{
-		`agent.hcl:1,1-7: gossip.encrypt_key: required unless insecure_plaintext = true: set encrypt_key or encrypt_key_file (generate one with ` + "`openssl rand -base64 32`)",
+		`agent.hcl:1,1-7: gossip.encrypt_key: required unless insecure_plaintext = true: set encrypt_key or encrypt_key_file (generate one with ` + "`natganker-agent keygen`)",
 		`agent.hcl:3,20-21: gossip.confirm_probes: must be between 1 and 20 (got 0)`,
 		`agent.hcl:6,16-17: group "egress".priority: must be between 1 and 1000 (got 0)`,
 		`agent.hcl:8,16-27: group "egress".failback: must be one of "auto", "manual" (got "sometimes")`,

@@ -545,7 +545,7 @@ func (d *decoder) gossip(block *hcl.Block) {
 	if s.str(b.EncryptKey, &key) {
 		raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(key))
 		if err != nil {
-			s.errorf(b.EncryptKey, "must be base64, as printed by `openssl rand -base64 32` (%v)", err)
+			s.errorf(b.EncryptKey, "must be base64, as printed by `natganker-agent keygen` (%v)", err)
 		} else {
 			g.EncryptKey = raw
 		}
@@ -557,11 +557,11 @@ func (d *decoder) gossip(block *hcl.Block) {
 			if !filepath.IsAbs(g.EncryptKeyFile) {
 				g.EncryptKeyFile = filepath.Join(d.keyDir, g.EncryptKeyFile)
 			}
-			raw, err := readKeyFile(g.EncryptKeyFile)
+			primary, others, err := readKeyFile(g.EncryptKeyFile)
 			if err != nil {
 				s.errorf(b.EncryptKeyFile, "%v", err)
 			} else {
-				g.EncryptKey = raw
+				g.EncryptKey, g.OtherKeys = primary, others
 			}
 		}
 	}

@@ -10,9 +10,10 @@ import (
 	"testing"
 )
 
-// FuzzLoadKeyFile loads a configuration whose gossip key file holds arbitrary bytes. A key
-// is accepted exactly when the file holds base64 for 16, 24 or 32 bytes, and no error ever
-// repeats what the file holds: the file is a secret, and errors end up in logs.
+// FuzzLoadKeyFile loads a configuration whose gossip key file holds arbitrary bytes. The
+// keys are accepted exactly when each non-blank line holds base64 for 16, 24 or 32 bytes
+// (at most MaxKeys, none repeated), and no error ever repeats what the file holds: the file
+// is a secret, and errors end up in logs.
 func FuzzLoadKeyFile(f *testing.F) {
 	f.Add([]byte(testKeyB64 + "\n"))
 	f.Add([]byte("  " + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef")) + "\r\n\t"))
@@ -22,6 +23,8 @@ func FuzzLoadKeyFile(f *testing.F) {
 	f.Add([]byte("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END PRIVATE KEY-----\n"))
 	f.Add(bytes.Repeat([]byte("A"), 1025))
 	f.Add([]byte{})
+	f.Add([]byte(testKeyB64 + "\n" + base64.StdEncoding.EncodeToString([]byte("0123456789abcdef")) + "\n"))
+	f.Add([]byte(testKeyB64 + "\n\n" + testKeyB64 + "\n"))
 	dir := f.TempDir()
 	key := filepath.Join(dir, "gossip.key")
 	cfgPath := filepath.Join(dir, "agent.hcl")
@@ -33,23 +36,42 @@ func FuzzLoadKeyFile(f *testing.F) {
 			t.Fatal(err)
 		}
 		cfg, err := Load(cfgPath)
-		want, decErr := base64.StdEncoding.DecodeString(strings.TrimSpace(string(content)))
-		valid := len(content) <= maxKeyFileSize && decErr == nil && slices.Contains([]int{16, 24, 32}, len(want))
+		// Valid: at most 1 KiB of lines, each blank or one base64 key of 16, 24 or 32
+		// bytes, with 1 to MaxKeys keys, none repeated.
+		var want [][]byte
+		valid := len(content) <= maxKeyFileSize
+		for _, line := range strings.Split(string(content), "\n") {
+			if strings.TrimSpace(line) == "" {
+				continue
+			}
+			k, decErr := base64.StdEncoding.DecodeString(strings.TrimSpace(line))
+			if decErr != nil || !slices.Contains([]int{16, 24, 32}, len(k)) ||
+				slices.ContainsFunc(want, func(w []byte) bool { return bytes.Equal(w, k) }) {
+				valid = false
+			}
+			want = append(want, k)
+		}
+		valid = valid && len(want) >= 1 && len(want) <= MaxKeys
 		if valid != (err == nil) {
 			t.Fatalf("key file %q: err = %v, want valid = %v", content, err, valid)
 		}
 		if err == nil {
-			if !bytes.Equal(cfg.Gossip.EncryptKey, want) {
-				t.Fatalf("key = %x, want %x", cfg.Gossip.EncryptKey, want)
+			got := append([][]byte{cfg.Gossip.EncryptKey}, cfg.Gossip.OtherKeys...)
+			if !slices.EqualFunc(got, want, bytes.Equal) {
+				t.Fatalf("keys = %x, want %x", got, want)
 			}
 			return
 		}
-		secret := strings.TrimSpace(string(content))
-		if len(secret) >= 12 && strings.Contains(err.Error(), secret[:12]) {
-			t.Fatalf("error %q repeats the key file's content", err)
+		for _, line := range strings.Split(string(content), "\n") {
+			secret := strings.TrimSpace(line)
+			if len(secret) >= 12 && strings.Contains(err.Error(), secret[:12]) {
+				t.Fatalf("error %q repeats the key file's content", err)
+			}
 		}
-		if len(want) >= 8 && strings.Contains(err.Error(), string(want[:8])) {
-			t.Fatalf("error %q repeats the decoded key", err)
+		for _, k := range want {
+			if len(k) >= 8 && strings.Contains(err.Error(), string(k[:8])) {
+				t.Fatalf("error %q repeats a decoded key", err)
+			}
 		}
 		if n := len(err.Error()); n > 1000 {
 			t.Fatalf("error of %d bytes", n)

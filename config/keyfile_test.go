@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -137,4 +138,39 @@ func TestKeyFileWarnings(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestWriteKeyFile writes what Load reads back, private to its owner, over a file that was
+// not, and refuses more keys than a keyring holds.
+func TestWriteKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "agent.hcl")
+	keyPath := filepath.Join(dir, "gossip.key")
+	if err := os.WriteFile(cfgPath, []byte(withKeyFile("gossip.key")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyPath, []byte(testKeyB64+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	primary, other := []byte("0123456789abcdef"), []byte("fedcba9876543210fedcba9876543210")
+	if err := WriteKeyFile(keyPath, primary, [][]byte{other}); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(cfg.Gossip.EncryptKey, primary) || len(cfg.Gossip.OtherKeys) != 1 || !bytes.Equal(cfg.Gossip.OtherKeys[0], other) {
+		t.Fatalf("read back %x + %x", cfg.Gossip.EncryptKey, cfg.Gossip.OtherKeys)
+	}
+	fi, err := os.Stat(keyPath)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v (%v), want 0600", fi.Mode(), err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".gossip.key.*")); len(left) != 0 {
+		t.Errorf("temporary files left: %v", left)
+	}
+	if err := WriteKeyFile(keyPath, primary, make([][]byte, MaxKeys)); err == nil {
+		t.Error("a keyring of more than MaxKeys was written")
+	}
 }

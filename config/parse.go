@@ -1,6 +1,7 @@
 package config
 
 import (
+	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -91,33 +93,93 @@ func parse(filename string, src []byte, keyDir string) (*Config, error) {
 	return d.cfg, nil
 }
 
-// maxKeyFileSize bounds a gossip key file, which holds 44 bytes of base64 and a newline.
+// maxKeyFileSize bounds a gossip key file, which holds a few lines of 44 bytes of base64.
 const maxKeyFileSize = 1 << 10
 
-// readKeyFile reads a file holding a base64 gossip key.
-func readKeyFile(path string) ([]byte, error) {
+// MaxKeys is the most keys a key file (and so a keyring) may hold: the key in use and the
+// ones of a rotation in progress.
+const MaxKeys = 8
+
+// readKeyFile reads a file holding base64 gossip keys, one per line: the first is the key
+// this node sends with, the others are accepted too (a rotation in progress). No error repeats
+// what the file holds: it is a secret, and errors end up in logs.
+func readKeyFile(path string) (primary []byte, others [][]byte, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("read key file: %w", err)
+		return nil, nil, fmt.Errorf("read key file: %w", err)
 	}
 	defer f.Close()
 	b, err := io.ReadAll(io.LimitReader(f, maxKeyFileSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("read key file: %w", err)
+		return nil, nil, fmt.Errorf("read key file: %w", err)
 	}
 	if len(b) > maxKeyFileSize {
-		return nil, fmt.Errorf("key file %s is larger than %s: it should hold only the base64 key", path, formatSize(maxKeyFileSize))
+		return nil, nil, fmt.Errorf("key file %s is larger than %s: it should hold only base64 keys, one per line", path, formatSize(maxKeyFileSize))
 	}
-	text := strings.TrimSpace(string(b))
-	if text == "" {
+	var keys [][]byte
+	for i, line := range strings.Split(string(b), "\n") {
+		text := strings.TrimSpace(line)
+		if text == "" {
+			continue
+		}
+		key, err := base64.StdEncoding.DecodeString(text)
+		if err != nil {
+			return nil, nil, fmt.Errorf("key file %s line %d must hold base64, as printed by `natganker-agent keygen` (%v)", path, i+1, err)
+		}
+		if !slices.Contains([]int{16, 24, 32}, len(key)) {
+			return nil, nil, fmt.Errorf("key file %s line %d: key must decode to 16, 24 or 32 bytes (got %d bytes)", path, i+1, len(key))
+		}
+		if slices.ContainsFunc(keys, func(k []byte) bool { return bytes.Equal(k, key) }) {
+			return nil, nil, fmt.Errorf("key file %s line %d repeats a key", path, i+1)
+		}
+		keys = append(keys, key)
+	}
+	switch {
+	case len(keys) == 0:
 		// An empty key would leave gossip unencrypted.
-		return nil, fmt.Errorf("key file %s is empty: it must hold the base64 key, as printed by `openssl rand -base64 32`", path)
+		return nil, nil, fmt.Errorf("key file %s is empty: it must hold the base64 key, as printed by `natganker-agent keygen`", path)
+	case len(keys) > MaxKeys:
+		return nil, nil, fmt.Errorf("key file %s holds %d keys, more than %d", path, len(keys), MaxKeys)
 	}
-	key, err := base64.StdEncoding.DecodeString(text)
+	return keys[0], keys[1:], nil
+}
+
+// WriteKeyFile replaces the key file at path with primary on the first line and others
+// after it, atomically (a temporary file beside it, then rename) and with mode 0600, so that
+// the file always holds what a running keyring holds and an agent restarted at any moment
+// reads a whole file.
+func WriteKeyFile(path string, primary []byte, others [][]byte) error {
+	if len(others)+1 > MaxKeys {
+		return fmt.Errorf("write key file: %d keys, more than %d", len(others)+1, MaxKeys)
+	}
+	var buf strings.Builder
+	for _, k := range append([][]byte{primary}, others...) {
+		buf.WriteString(base64.StdEncoding.EncodeToString(k) + "\n")
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
-		return nil, fmt.Errorf("key file %s must hold base64, as printed by `openssl rand -base64 32` (%v)", path, err)
+		return fmt.Errorf("write key file: %w", err)
 	}
-	return key, nil
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write key file: %w", err)
+	}
+	if _, err := tmp.WriteString(buf.String()); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write key file: %w", err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write key file: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write key file: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return fmt.Errorf("write key file: %w", err)
+	}
+	return nil
 }
 
 // splitHostPort splits "host", "host:port", "[v6]" or "[v6]:port", using defPort when

@@ -185,7 +185,7 @@ func (v *checker) gossip() {
 	case g.InsecurePlaintext:
 	case len(g.EncryptKey) == 0 && g.EncryptKeyFile == "":
 		v.fail(at("gossip", "encrypt_key"),
-			"required unless insecure_plaintext = true: set encrypt_key or encrypt_key_file (generate one with `openssl rand -base64 32`)")
+			"required unless insecure_plaintext = true: set encrypt_key or encrypt_key_file (generate one with `natganker-agent keygen`)")
 	case len(g.EncryptKey) > 0 && !slices.Contains([]int{16, 24, 32}, len(g.EncryptKey)):
 		// The key itself is a secret: report its length only.
 		f := at("gossip", "encrypt_key")
