@@ -34,6 +34,8 @@ type Config struct {
 	Peers []string
 	// EncryptKey (16, 24 or 32 bytes) turns on AES-GCM for all gossip; nil means plaintext.
 	EncryptKey []byte
+	// OtherKeys are accepted from peers too, but not sent with (a key rotation in progress).
+	OtherKeys [][]byte
 	// Timers; see config.Gossip.
 	ProbeInterval  time.Duration
 	ProbeTimeout   time.Duration
@@ -132,6 +134,7 @@ type Gossip struct {
 	older   map[string]olderStart
 
 	metaDirty chan struct{}
+	keyring   *memberlist.Keyring // nil without encryption
 	keys      *keyWatch
 	path      *pathWatch
 
@@ -146,8 +149,13 @@ func New(cfg Config, logger hclog.Logger) (*Gossip, error) {
 	if cfg.Name == "" {
 		return nil, errors.New("gossip: node name is empty")
 	}
-	if n := len(cfg.EncryptKey); n != 0 && n != 16 && n != 24 && n != 32 {
-		return nil, fmt.Errorf("gossip: encryption key is %d bytes; it must be 16, 24 or 32 (AES-128, -192 or -256)", n)
+	for _, k := range append([][]byte{cfg.EncryptKey}, cfg.OtherKeys...) {
+		if n := len(k); n != 0 && n != 16 && n != 24 && n != 32 {
+			return nil, fmt.Errorf("gossip: encryption key is %d bytes; it must be 16, 24 or 32 (AES-128, -192 or -256)", n)
+		}
+	}
+	if len(cfg.EncryptKey) == 0 && len(cfg.OtherKeys) > 0 {
+		return nil, errors.New("gossip: other keys given without a key to send with")
 	}
 	if cfg.ConfirmProbes <= 0 {
 		cfg.ConfirmProbes = 1
@@ -213,10 +221,11 @@ func (g *Gossip) Start(ctx context.Context) error {
 	}
 	mc.TCPTimeout = 2 * time.Second
 	if len(g.cfg.EncryptKey) > 0 {
-		kr, err := memberlist.NewKeyring(nil, g.cfg.EncryptKey)
+		kr, err := newKeyring(g.cfg.EncryptKey, g.cfg.OtherKeys)
 		if err != nil {
-			return fmt.Errorf("gossip: encryption key: %w", err)
+			return err
 		}
+		g.keyring = kr
 		mc.Keyring = kr
 		mc.GossipVerifyIncoming = true
 		mc.GossipVerifyOutgoing = true
