@@ -112,7 +112,7 @@ func New(cfg *config.Config, id ec2.Identity, deps Deps, logger hclog.Logger) (*
 		g, err := gossip.New(gossip.Config{
 			Name: id.InstanceID, BindAddr: gc.BindAddr, BindPort: gc.BindPort,
 			AdvertiseAddr: advertise, AdvertisePort: gc.AdvertisePort,
-			Peers: gc.Peers, EncryptKey: gc.EncryptKey,
+			Peers: gc.Peers, EncryptKey: gc.EncryptKey, OtherKeys: gc.OtherKeys,
 			ProbeInterval: gc.ProbeInterval, ProbeTimeout: gc.ProbeTimeout, SuspicionMult: gc.SuspicionMult,
 			GossipInterval: gc.GossipInterval, RejoinInterval: gc.RejoinInterval,
 			ConfirmProbes: gc.ConfirmProbes, ConfirmTimeout: gc.ConfirmTimeout,

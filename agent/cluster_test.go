@@ -45,7 +45,9 @@ type cluster struct {
 	proxies   []*ec2test.Proxy
 	endpoints []string
 	// keys gives an agent (by index) another gossip key than the cluster's.
-	keys   map[int]string
+	keys map[int]string
+	// keyFiles gives each agent its key in a file of its own (encrypt_key_file).
+	keyFiles bool
 	agents []*Agent
 	mu     sync.Mutex
 	logs   []string
@@ -106,6 +108,18 @@ func (c *cluster) addr(i int) string { return fmt.Sprintf("127.0.0.%d", 11+i) }
 
 func (c *cluster) config(i int) *config.Config {
 	c.t.Helper()
+	if c.keyFiles {
+		// Load reads the key file, as the agent's command does.
+		path := filepath.Join(c.dir, fmt.Sprintf("agent-%d.hcl", i))
+		if err := os.WriteFile(path, []byte(c.hcl(i)), 0o600); err != nil {
+			c.t.Fatal(err)
+		}
+		cfg, err := config.Load(path)
+		if err != nil {
+			c.t.Fatalf("config of agent %d: %v", i, err)
+		}
+		return cfg
+	}
 	cfg, err := config.Parse("agent.hcl", []byte(c.hcl(i)))
 	if err != nil {
 		c.t.Fatalf("config of agent %d: %v", i, err)
@@ -180,11 +194,25 @@ func (c *cluster) keyLine(i int) string {
 	if c.plaintext {
 		return "insecure_plaintext = true"
 	}
-	if k, ok := c.keys[i]; ok {
-		return fmt.Sprintf("encrypt_key = %q", k)
+	k, ok := c.keys[i]
+	if !ok {
+		k = c.key
 	}
-	return fmt.Sprintf("encrypt_key = %q", c.key)
+	if c.keyFiles {
+		path := c.keyFile(i)
+		if _, err := os.Stat(path); err != nil {
+			if err := os.WriteFile(path, []byte(k+"\n"), 0o600); err != nil {
+				c.t.Fatal(err)
+			}
+		}
+		return fmt.Sprintf("encrypt_key_file = %q", path)
+	}
+	return fmt.Sprintf("encrypt_key = %q", k)
 }
+
+// keyFile is agent i's gossip key file, with keyFiles; written at the agent's first start
+// and kept after, as a node's file is.
+func (c *cluster) keyFile(i int) string { return filepath.Join(c.dir, fmt.Sprintf("gossip-%d.key", i)) }
 
 // logged reports whether any agent logged a line containing s.
 func (c *cluster) logged(s string) bool {

@@ -41,7 +41,8 @@ gossip {
   # Encryption key shared by all agents: 16, 24 or 32 bytes, base64-encoded. Without it
   # anyone who can send one UDP packet to the gossip port can declare an agent dead and
   # cause a failover. Create it once and copy it to every instance, readable by root only:
-  #   umask 077; openssl rand -base64 32 > /etc/natganker/gossip.key
+  #   umask 077; natganker-agent keygen > /etc/natganker/gossip.key
+  # Change it on a running cluster with `natganker-agent keyring` (see the README).
   # A relative path is taken relative to the directory of this file. Alternatively put
   # the base64 text itself in encrypt_key = "..." (not both).
   encrypt_key_file = "/etc/natganker/gossip.key"

@@ -21,7 +21,10 @@ import (
 )
 
 // The client speaks to the same operations as the agent, so tools can hold either.
-var _ agent.Controller = (*Client)(nil)
+var (
+	_ agent.Controller        = (*Client)(nil)
+	_ agent.KeyringController = (*Client)(nil)
+)
 
 // Client talks to a running agent over its control socket.
 type Client struct {
@@ -84,6 +87,15 @@ func (c *Client) Resume(ctx context.Context, groups []string) (agent.ActionResul
 // Takeover asks the agent to own the named groups (all when empty) now.
 func (c *Client) Takeover(ctx context.Context, groups []string) (agent.ActionResult, error) {
 	return c.action(ctx, "takeover", pathTakeover, moveTimeout, groups)
+}
+
+// Keyring lists the agent's gossip keys and, with an operation, changes them.
+func (c *Client) Keyring(ctx context.Context, req agent.KeyringRequest) (agent.KeyringView, error) {
+	var out agent.KeyringView
+	if err := c.do(ctx, http.MethodPost, pathKeyring, req, readTimeout, &out); err != nil {
+		return agent.KeyringView{}, opError("keyring "+req.Op, err)
+	}
+	return out, nil
 }
 
 func (c *Client) action(ctx context.Context, op, path string, timeout time.Duration, groups []string) (agent.ActionResult, error) {

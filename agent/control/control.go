@@ -28,6 +28,7 @@ const (
 	pathYield    = "/v1/yield"
 	pathResume   = "/v1/resume"
 	pathTakeover = "/v1/takeover"
+	pathKeyring  = "/v1/keyring"
 )
 
 // Per-request deadlines on the server. Takeover and yield wait for EC2 calls to be made and

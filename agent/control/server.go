@@ -150,6 +150,7 @@ func (s *Server) routes() http.Handler {
 	mux.HandleFunc("POST "+pathYield, s.action("yield", moveTimeout, s.ctrl.Yield))
 	mux.HandleFunc("POST "+pathResume, s.action("resume", resumeTimeout, s.ctrl.Resume))
 	mux.HandleFunc("POST "+pathTakeover, s.action("takeover", moveTimeout, s.ctrl.Takeover))
+	mux.HandleFunc("POST "+pathKeyring, s.keyring)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, errorResponse{Error: "no such endpoint: " + r.Method + " " + r.URL.Path})
 	})
@@ -172,6 +173,33 @@ func (s *Server) action(op string, timeout time.Duration, call func(context.Cont
 		res, err := call(ctx, req.Groups)
 		s.reply(w, op, req.Groups, res, err)
 	}
+}
+
+// keyring serves a keyring operation. Keys are secrets: the request is logged by the key's
+// fingerprint only.
+func (s *Server) keyring(w http.ResponseWriter, r *http.Request) {
+	kc, ok := s.ctrl.(agent.KeyringController)
+	if !ok {
+		writeJSON(w, http.StatusNotFound, errorResponse{Error: "keyring: this agent has no keyring"})
+		return
+	}
+	var req agent.KeyringRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		s.logger.Warn("bad control request", "op", "keyring", "error", err)
+		writeJSON(w, http.StatusBadRequest, errorResponse{Error: "keyring: " + err.Error()})
+		return
+	}
+	if req.Op != agent.KeyringList {
+		key := req.Fingerprint
+		if req.Key != nil {
+			key = agent.KeyFingerprint(req.Key)
+		}
+		s.logger.Info("control request", "op", "keyring "+req.Op, "key", key)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), readTimeout)
+	defer cancel()
+	view, err := kc.Keyring(ctx, req)
+	s.reply(w, "keyring "+req.Op, nil, view, err)
 }
 
 // decodeBody reads a JSON request body; an empty body is an empty request.

@@ -96,6 +96,8 @@ func commands(stdout, stderr io.Writer) []struct {
 		{"yield", &YieldCommand{stdout: stdout}},
 		{"resume", &ResumeCommand{stdout: stdout}},
 		{"takeover", &TakeoverCommand{stdout: stdout}},
+		{"keyring", &KeyringCommand{stdout: stdout}},
+		{"keygen", &KeygenCommand{stdout: stdout}},
 		{"validate", &ValidateCommand{stdout: stdout, stderr: stderr}},
 		{"version", &VersionCommand{stdout: stdout}},
 	}
