@@ -48,9 +48,9 @@ type cluster struct {
 	keys map[int]string
 	// keyFiles gives each agent its key in a file of its own (encrypt_key_file).
 	keyFiles bool
-	agents []*Agent
-	mu     sync.Mutex
-	logs   []string
+	agents   []*Agent
+	mu       sync.Mutex
+	logs     []string
 }
 
 func newCluster(t testing.TB, prios ...int) *cluster {

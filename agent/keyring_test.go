@@ -115,7 +115,9 @@ func TestCluster_KeyRotation(t *testing.T) {
 }
 
 // filepathOf is agent i's configuration file, as keyFiles writes it.
-func filepathOf(c *cluster, i int) string { return filepath.Join(c.dir, fmt.Sprintf("agent-%d.hcl", i)) }
+func filepathOf(c *cluster, i int) string {
+	return filepath.Join(c.dir, fmt.Sprintf("agent-%d.hcl", i))
+}
 
 // TestKeyring_Errors: the operations refuse what would break gossip, and a change that
 // cannot be saved is undone.
