@@ -38,7 +38,8 @@ type ProxyOptions struct {
 // A call goes through these steps in order: an outage resets its connection before it is
 // counted; it is counted in Stats; it hangs (Hang); it waits the latency; an outage that began
 // meanwhile resets it; ResetNext and ResetRate reset it; FailNext, FailFor, ErrorRate and
-// throttling answer an error; it is forwarded; hooks run (OnCall); a stale answer replaces a
+// throttling answer an error; a denied action (Deny) or a route dry run is answered as EC2
+// would; it is forwarded; hooks run (OnCall); a stale answer replaces a
 // Describe* answer (StaleReads); LoseAnswerNext resets it; ModifyResponse rewrites the answer,
 // which is written back.
 type Proxy struct {
@@ -71,6 +72,7 @@ type Proxy struct {
 	hang      map[string]bool // actions whose calls hang
 	release   chan struct{}   // closed by Unhang: hung calls proceed
 	hanging   int             // calls hung right now
+	denied    map[string]bool // actions answered UnauthorizedOperation (Deny)
 
 	srv *http.Server
 	ln  net.Listener
@@ -206,6 +208,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	action := actionOf(r, body)
+	if isEC2Action(action) && isDryRun(r, body) {
+		action = DryRunPrefix + action
+	}
 	p.mu.Lock()
 	p.stats[action]++
 	var release chan struct{}
@@ -247,6 +252,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if code := p.takeError(action); code != "" {
 		writeEC2Error(w, code)
+		return
+	}
+	if p.answerItself(w, action) {
 		return
 	}
 	ans, err := p.fetch(r, body)
@@ -357,6 +365,10 @@ func errorStatus(code string) int {
 		return http.StatusServiceUnavailable
 	case "InternalError", "InternalFailure":
 		return http.StatusInternalServerError
+	case "UnauthorizedOperation":
+		return http.StatusForbidden
+	case "DryRunOperation":
+		return http.StatusPreconditionFailed
 	}
 	return http.StatusBadRequest
 }
