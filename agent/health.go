@@ -21,16 +21,21 @@ type healthState struct {
 	// ec2State is this instance's state in EC2 when it is not one that forwards traffic
 	// (stopping, stopped…), "" otherwise.
 	ec2State string
+	// perms is each group's dry-run permission check (permissions.go).
+	perms map[string]*permState
 }
 
-// healthy reports whether this node may own groups, and why not: its datapath works and EC2
-// does not report its instance stopped.
+// healthy reports whether this node may own groups, and why not: its datapath works, EC2
+// does not report its instance stopped, and no call a takeover needs is denied.
 func (a *Agent) healthy() (bool, string) {
 	switch {
 	case !a.health.healthy:
 		return false, a.health.reason
 	case a.health.ec2State != "":
 		return false, "EC2 reports this instance " + a.health.ec2State
+	}
+	if p := a.permissionProblem(); p != "" {
+		return false, p
 	}
 	return true, ""
 }

@@ -133,6 +133,7 @@ func (a *Agent) onObserved(r observeResult) {
 		return
 	}
 	a.noteSelfState(r.obs.Instances[a.id.InstanceID].State)
+	a.checkPermissions(g, r.obs)
 	// Findings are worth a warning once peers have had time to join: before that, route
 	// tables that point at a peer not yet seen look unmanaged.
 	if time.Since(a.started) >= a.startupGrace() {
