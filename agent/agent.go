@@ -34,6 +34,8 @@ type Deps struct {
 	Membership Membership
 	// Version is reported by status.
 	Version string
+	// Events receive what happens (events.go): metrics, hooks. Each must return at once.
+	Events []EventSink
 }
 
 // evalInterval paces decisions that depend on time passing (failback, confirmations).
@@ -63,6 +65,7 @@ type Agent struct {
 	confirms      map[string]*confirmState
 	leave         *handover
 	publishedMeta string
+	notes         announced
 
 	ctx       context.Context
 	cancel    context.CancelFunc
@@ -144,9 +147,14 @@ func (a *Agent) Start(ctx context.Context) error {
 		}
 	}
 	a.checkAtStart(ctx)
-	err = a.gossip.SetMeta(a.meta())
+	err = a.startSinks(a.ctx)
 	if err == nil {
-		err = a.gossip.Start(a.ctx)
+		if err = a.gossip.SetMeta(a.meta()); err == nil {
+			err = a.gossip.Start(a.ctx)
+		}
+		if err != nil {
+			_ = a.closeSinks(a.deps.Events)
+		}
 	}
 	if err != nil {
 		// Nothing runs yet: leave the agent as if never started, so Close returns at once.
@@ -188,7 +196,7 @@ func (a *Agent) Close() error {
 		}
 		a.cancel()
 		a.wg.Wait()
-		err = a.gossip.Close()
+		err = errors.Join(a.gossip.Close(), a.closeSinks(a.deps.Events))
 		a.logger.Info("stopped")
 	})
 	return err
@@ -296,6 +304,7 @@ func (a *Agent) evaluate() {
 	}
 	a.stepHandover(now)
 	a.publish()
+	a.noteChanges()
 }
 
 // noteVerdict logs a decision when it changes and remembers when the current one began.

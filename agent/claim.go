@@ -109,6 +109,7 @@ func (a *Agent) onClaimed(r claimResult) {
 	if r.from != a.id.InstanceID || r.err != nil || r.report.EIP.Action == ec2.ActionAssociated {
 		g.last = &v
 	}
+	a.claimFinished(r, v)
 	a.finishWaiters(g, r.err)
 	a.observe(g)
 }

@@ -118,6 +118,7 @@ func (a *Agent) confirm(g *groupState, now time.Time) {
 func (a *Agent) onConfirmed(r confirmResult) {
 	c := a.confirms[r.name]
 	c.running, c.done = false, time.Now()
+	a.burstFinished(r)
 	if r.err != nil {
 		// No verdict: the burst counts as never sent.
 		c.done, c.probe = time.Time{}, gossip.Probe{}
