@@ -126,6 +126,8 @@ func TestWithMoto(t *testing.T) {
 			"group egress\n",
 			"  elastic IP " + world.AllocationID + " " + world.PublicIP + " -> (nothing)\n",
 			"  route " + rtb + " 0.0.0.0/0 -> (nothing) missing\n",
+			// moto carries out route dry runs: nothing is checked, nothing moves.
+			"  permissions: not checked: the EC2 endpoint does not answer dry runs\n",
 		}
 		if r.code != 0 {
 			t.Fatalf("code %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
@@ -142,6 +144,27 @@ func TestWithMoto(t *testing.T) {
 		if r.code != exitFailure || !strings.Contains(r.stdout, "  problem: ") || !strings.Contains(r.stdout, "rtb-0000dead") ||
 			r.stderr != "Error: remote check failed for egress\n" {
 			t.Errorf("code %d, stdout %q, stderr %q; want 1 and the problem", r.code, r.stdout, r.stderr)
+		}
+	})
+
+	t.Run("ValidateRemotePermissions", func(t *testing.T) {
+		// Through the proxy, which answers dry runs as EC2 does.
+		p := ec2test.NewProxy(moto.Endpoint, ec2test.ProxyOptions{})
+		ep, err := p.Start()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { p.Close() })
+		cfg := writeFile(t, "agent.hcl", motoConfig(world, ep, freePort(t), sock, rtb))
+		r := run(t, "validate", "-remote", "-config", cfg)
+		if r.code != 0 || !strings.Contains(r.stdout, "  permissions: a takeover's 3 calls allowed (dry run)\n") {
+			t.Fatalf("allowed: code %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
+		}
+		p.Deny("ReplaceRoute")
+		r = run(t, "validate", "-remote", "-config", cfg)
+		if r.code != exitFailure || !strings.Contains(r.stdout, "  permission denied: ec2:ReplaceRoute on "+rtb+"\n") ||
+			r.stderr != "Error: remote check failed for egress\n" {
+			t.Fatalf("denied: code %d, stdout %q, stderr %q", r.code, r.stdout, r.stderr)
 		}
 	})
 

@@ -131,6 +131,9 @@ func (c *ValidateCommand) checkRemote(ctx context.Context, cfg *config.Config) e
 		if len(obs.Problems) > 0 {
 			failed = append(failed, g.Name)
 		}
+		if !writePermissions(ctx, c.stdout, client, agent.GroupSpec(cfg, g, []string{id.InstanceID}), self, obs) {
+			failed = append(failed, g.Name)
+		}
 	}
 	if len(failed) > 0 {
 		return fmt.Errorf("remote check failed for %s", strings.Join(failed, ", "))
@@ -166,6 +169,30 @@ func writeObservation(w io.Writer, obs ec2.Observation, self string) {
 	for _, p := range obs.Problems {
 		fmt.Fprintf(w, "  problem: %s\n", p)
 	}
+}
+
+// writePermissions dry-runs the calls a takeover of the group would make and prints the
+// outcome; it reports false when EC2 denies one.
+func writePermissions(ctx context.Context, w io.Writer, client *ec2.Client, g ec2.Group, self ec2.Self, obs ec2.Observation) bool {
+	p, err := client.CheckPermissions(ctx, g, self, obs)
+	switch {
+	case err != nil:
+		fmt.Fprintf(w, "  permissions: not checked: %v\n", err)
+	case !p.Honoured:
+		fmt.Fprintln(w, "  permissions: not checked: the EC2 endpoint does not answer dry runs")
+	default:
+		for _, d := range p.Denied() {
+			fmt.Fprintf(w, "  permission denied: %s on %s\n", d.Action, d.Resource)
+		}
+		for _, d := range p.Inconclusive() {
+			fmt.Fprintf(w, "  permission unknown: %s on %s: %v\n", d.Action, d.Resource, d.Err)
+		}
+		if len(p.Denied()) == 0 {
+			fmt.Fprintf(w, "  permissions: a takeover's %d calls allowed (dry run)\n", len(p.Checks)-len(p.Inconclusive()))
+		}
+		return len(p.Denied()) == 0
+	}
+	return true
 }
 
 // identityOverride turns the node block into the identity fields that replace IMDS answers.
