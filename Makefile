@@ -6,7 +6,7 @@ LDFLAGS     := -s -w -X main.version=$(VERSION)
 STATICCHECK := $(BIN)/staticcheck
 STATICCHECK_VERSION := v0.8.2
 
-.PHONY: all build deps demo test unit test-stress fuzz lint tidy-check bench bench-quick chaos clean
+.PHONY: all build dist deps demo test unit test-stress fuzz lint tidy-check bench bench-quick chaos clean
 
 all: build
 
@@ -14,6 +14,20 @@ all: build
 build:
 	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o $(BIN)/natganker-agent ./cmd/natganker-agent
 	$(GO) build -trimpath -o $(BIN)/natganker-lab ./lab/cmd/natganker-lab
+
+## dist: static (CGO_ENABLED=0) linux/amd64 and linux/arm64 binaries and, built from them by
+## the nfpm-based program in packaging/ (its own Go module), .deb and .rpm packages, in dist/
+DIST        := dist
+DIST_ARCHES := amd64 arm64
+MAINTAINER  ?= natganker maintainers <maintainers@natganker.invalid>
+dist:
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	@for a in $(DIST_ARCHES); do echo "build linux/$$a"; \
+		CGO_ENABLED=0 GOOS=linux GOARCH=$$a $(GO) build -trimpath -ldflags "$(LDFLAGS)" \
+			-o $(DIST)/natganker-agent-linux-$$a ./cmd/natganker-agent || exit 1; \
+	done
+	cd packaging && SOURCE_DATE_EPOCH=$$(git log -1 --format=%ct) $(GO) run . -version "$(VERSION)" \
+		-dist ../$(DIST) -arch "$(DIST_ARCHES)" -maintainer "$(MAINTAINER)"
 
 ## deps: everything the lab and the tests need on a bare Debian machine (as root), Go included:
 ## the toolchain go.mod pins is fetched from the Go module proxy when no new enough go is found
