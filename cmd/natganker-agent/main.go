@@ -99,6 +99,7 @@ func commands(stdout, stderr io.Writer) []struct {
 		{"keyring", &KeyringCommand{stdout: stdout}},
 		{"keygen", &KeygenCommand{stdout: stdout}},
 		{"validate", &ValidateCommand{stdout: stdout, stderr: stderr}},
+		{"iam-policy", &IAMPolicyCommand{stdout: stdout, stderr: stderr}},
 		{"version", &VersionCommand{stdout: stdout}},
 	}
 }
