@@ -503,10 +503,10 @@ func (c *Client) associate(ctx context.Context, ref, allocID string, m me) Step 
 	default:
 		in.PublicIp = aws.String(ref)
 	}
-	if m.targetENI {
-		in.NetworkInterfaceId = aws.String(m.eni)
+	if id, eni := m.eipTarget(); eni != "" {
+		in.NetworkInterfaceId = aws.String(eni)
 	} else {
-		in.InstanceId = aws.String(m.instanceID)
+		in.InstanceId = aws.String(id)
 	}
 	if _, err := c.api.AssociateAddress(ctx, in); err != nil {
 		if code := errorCode(err); code == "InvalidAllocationID.NotFound" || code == "InvalidAddress.NotFound" {
@@ -518,10 +518,13 @@ func (c *Client) associate(ctx context.Context, ref, allocID string, m me) Step 
 	return Step{Action: ActionAssociated}
 }
 
-// target is what routes and the Elastic IP point at.
+// target names this instance in log lines: its id, or the interface it is targeted by.
 func (m me) target() string {
-	if m.targetENI {
+	switch {
+	case m.targetENI:
 		return m.eni
+	case m.multi.route != "":
+		return m.instanceID + " (" + m.multi.eip + ", " + m.multi.route + ")"
 	}
 	return m.instanceID
 }
@@ -576,10 +579,10 @@ func routeMissing(err error) bool {
 
 func (c *Client) replaceRoute(ctx context.Context, r Route, m me) error {
 	in := &ec2sdk.ReplaceRouteInput{RouteTableId: aws.String(r.RouteTableID), DestinationCidrBlock: aws.String(r.Destination)}
-	if m.targetENI {
-		in.NetworkInterfaceId = aws.String(m.eni)
+	if id, eni := m.routeTarget(); eni != "" {
+		in.NetworkInterfaceId = aws.String(eni)
 	} else {
-		in.InstanceId = aws.String(m.instanceID)
+		in.InstanceId = aws.String(id)
 	}
 	if _, err := c.api.ReplaceRoute(ctx, in); err != nil {
 		return fmt.Errorf("replace route %s in %s: %w", r.Destination, r.RouteTableID, err)
@@ -589,10 +592,10 @@ func (c *Client) replaceRoute(ctx context.Context, r Route, m me) error {
 
 func (c *Client) createRoute(ctx context.Context, r Route, m me) error {
 	in := &ec2sdk.CreateRouteInput{RouteTableId: aws.String(r.RouteTableID), DestinationCidrBlock: aws.String(r.Destination)}
-	if m.targetENI {
-		in.NetworkInterfaceId = aws.String(m.eni)
+	if id, eni := m.routeTarget(); eni != "" {
+		in.NetworkInterfaceId = aws.String(eni)
 	} else {
-		in.InstanceId = aws.String(m.instanceID)
+		in.InstanceId = aws.String(id)
 	}
 	if _, err := c.api.CreateRoute(ctx, in); err != nil {
 		return fmt.Errorf("create route %s in %s: %w", r.Destination, r.RouteTableID, err)

@@ -101,6 +101,10 @@ type instanceInfo struct {
 	vpcID      string
 	primaryENI string
 	enis       []string
+	attached   []attachedENI
+	// multi is what a takeover points at when the instance has several interfaces, chosen
+	// once (interfaces.go); nil until then.
+	multi *targets
 }
 
 // New builds a client. Credentials come from the SDK's default chain (environment, shared

@@ -147,6 +147,8 @@ type me struct {
 	instanceID, eni, vpcID string
 	enis                   []string
 	targetENI              bool
+	// multi names the interfaces to target, for an instance with several (interfaces.go).
+	multi targets
 }
 
 // owns reports whether a target (instance id and/or interface id) is this instance in the
@@ -202,6 +204,24 @@ func (c *Client) resolveSelf(ctx context.Context, g Group, self Self) (me, error
 	if self.ENIID != "" && !slices.Contains(m.enis, self.ENIID) {
 		m.enis = append(slices.Clone(m.enis), self.ENIID)
 	}
+	if !self.TargetENI && len(info.attached) > 1 {
+		if info.multi == nil {
+			t, err := c.pickTargets(ctx, m.vpcID, slices.Clone(info.attached))
+			if err != nil {
+				return m, fmt.Errorf("resolve self: choose among the %d network interfaces of %s: %w", len(info.attached), self.InstanceID, err)
+			}
+			c.log.Info("this instance has several network interfaces: EC2 takes no instance id as a target, so they are named",
+				"instance", self.InstanceID, "elastic_ip_on", t.eip, "routes_to", t.route)
+			c.mu.Lock()
+			if cur, ok := c.instances[self.InstanceID]; ok && slices.Equal(cur.enis, info.enis) {
+				cur.multi = &t
+				c.instances[self.InstanceID] = cur
+			}
+			c.mu.Unlock()
+			info.multi = &t
+		}
+		m.multi = *info.multi
+	}
 	return m, nil
 }
 
@@ -227,9 +247,14 @@ func (c *Client) describeInstances(ctx context.Context, ids []string) (map[strin
 				for _, ni := range in.NetworkInterfaces {
 					eni := aws.ToString(ni.NetworkInterfaceId)
 					info.enis = append(info.enis, eni)
-					if ni.Attachment != nil && aws.ToInt32(ni.Attachment.DeviceIndex) == 0 {
+					var index int32
+					if ni.Attachment != nil {
+						index = aws.ToInt32(ni.Attachment.DeviceIndex)
+					}
+					if index == 0 {
 						info.primaryENI = eni
 					}
+					info.attached = append(info.attached, attachedENI{id: eni, subnet: aws.ToString(ni.SubnetId), index: index})
 				}
 				state := InstanceStateUnknown
 				if in.State != nil && in.State.Name != "" {
@@ -250,6 +275,9 @@ func (c *Client) describeInstances(ctx context.Context, ids []string) (map[strin
 			}
 			c.instances[id] = instanceInfo{}
 			continue
+		}
+		if old := c.instances[id]; old.multi != nil && slices.Equal(old.enis, info.enis) {
+			info.multi = old.multi // the same interfaces: the same choice
 		}
 		c.instances[id] = info
 		for _, eni := range info.enis {
@@ -310,6 +338,13 @@ func (c *Client) readEIP(ctx context.Context, ref string) eipRead {
 		InstanceID:    aws.ToString(a.InstanceId),
 		ENIID:         aws.ToString(a.NetworkInterfaceId),
 		PrivateIP:     aws.ToString(a.PrivateIpAddress),
+	}
+	if r.eip.InstanceID == "" && r.eip.ENIID != "" {
+		// Associated with an interface (a multi-interface instance's, say): an answer may
+		// name only the interface.
+		c.mu.Lock()
+		r.eip.InstanceID = c.eniOwner[r.eip.ENIID]
+		c.mu.Unlock()
 	}
 	return r
 }

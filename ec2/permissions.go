@@ -137,18 +137,18 @@ func (c *Client) dryRunRoute(ctx context.Context, action, table, dest string, m 
 	switch action {
 	case "ec2:ReplaceRoute":
 		in := &ec2sdk.ReplaceRouteInput{DryRun: aws.Bool(true), RouteTableId: aws.String(table), DestinationCidrBlock: aws.String(dest)}
-		if m.targetENI {
-			in.NetworkInterfaceId = aws.String(m.eni)
+		if id, eni := m.routeTarget(); eni != "" {
+			in.NetworkInterfaceId = aws.String(eni)
 		} else {
-			in.InstanceId = aws.String(m.instanceID)
+			in.InstanceId = aws.String(id)
 		}
 		_, err = c.api.ReplaceRoute(ctx, in)
 	default:
 		in := &ec2sdk.CreateRouteInput{DryRun: aws.Bool(true), RouteTableId: aws.String(table), DestinationCidrBlock: aws.String(dest)}
-		if m.targetENI {
-			in.NetworkInterfaceId = aws.String(m.eni)
+		if id, eni := m.routeTarget(); eni != "" {
+			in.NetworkInterfaceId = aws.String(eni)
 		} else {
-			in.InstanceId = aws.String(m.instanceID)
+			in.InstanceId = aws.String(id)
 		}
 		_, err = c.api.CreateRoute(ctx, in)
 	}
@@ -166,10 +166,10 @@ func (c *Client) dryRunAssociate(ctx context.Context, ref, allocID string, m me)
 	default:
 		in.PublicIp = aws.String(ref)
 	}
-	if m.targetENI {
-		in.NetworkInterfaceId = aws.String(m.eni)
+	if id, eni := m.eipTarget(); eni != "" {
+		in.NetworkInterfaceId = aws.String(eni)
 	} else {
-		in.InstanceId = aws.String(m.instanceID)
+		in.InstanceId = aws.String(id)
 	}
 	_, err := c.api.AssociateAddress(ctx, in)
 	return verdict("ec2:AssociateAddress", ref, err)

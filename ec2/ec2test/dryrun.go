@@ -31,15 +31,18 @@ func (p *Proxy) Deny(actions ...string) {
 	}
 }
 
-// answerItself answers the calls the proxy does not forward: denied actions and the dry runs
-// moto would carry out. It reports whether it answered.
-func (p *Proxy) answerItself(w http.ResponseWriter, action string) bool {
+// answerItself answers the calls the proxy does not forward: denied actions, instance targets
+// EC2 would refuse, and the dry runs moto would carry out. It reports whether it answered.
+func (p *Proxy) answerItself(w http.ResponseWriter, r *http.Request, action string, body []byte) bool {
 	base, dry := strings.CutPrefix(action, DryRunPrefix)
 	p.mu.Lock()
 	denied := p.denied[base]
 	p.mu.Unlock()
 	if denied {
 		writeEC2Error(w, "UnauthorizedOperation")
+		return true
+	}
+	if p.refuseInstanceTarget(w, r, base, body) {
 		return true
 	}
 	if dry && dryRunByProxy[base] {

@@ -73,6 +73,7 @@ type Proxy struct {
 	release   chan struct{}   // closed by Unhang: hung calls proceed
 	hanging   int             // calls hung right now
 	denied    map[string]bool // actions answered UnauthorizedOperation (Deny)
+	multiENI  map[string]bool // instances EC2 refuses as a target (RefuseInstanceTarget)
 
 	srv *http.Server
 	ln  net.Listener
@@ -254,7 +255,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeEC2Error(w, code)
 		return
 	}
-	if p.answerItself(w, action) {
+	if p.answerItself(w, r, action, body) {
 		return
 	}
 	ans, err := p.fetch(r, body)

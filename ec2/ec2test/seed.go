@@ -28,6 +28,10 @@ type WorldSpec struct {
 type InstanceSpec struct {
 	Name      string // Name tag
 	PrivateIP string // "" lets moto choose
+	// SecondENI attaches a second network interface (device index 1) in a private subnet of
+	// its own, as NAT instances with a separate private interface have. The instances'
+	// subnet is then made public: its route table sends 0.0.0.0/0 to the internet gateway.
+	SecondENI bool
 }
 
 // RouteTableSpec is one route table to create.
@@ -55,6 +59,8 @@ type World struct {
 // SeededInstance is one launched instance.
 type SeededInstance struct {
 	ID, ENIID, PrivateIP string
+	// SecondENIID is the interface InstanceSpec.SecondENI attached, "" without.
+	SecondENIID string
 }
 
 // API returns an SDK client for endpoint with test credentials, for raw calls in tests.
@@ -139,6 +145,9 @@ func Seed(ctx context.Context, endpoint string, spec WorldSpec) (World, error) {
 		}
 		w.Instances = append(w.Instances, si)
 	}
+	if err := seedSecondENIs(ctx, api, spec, &w, aws.ToString(igw.InternetGateway.InternetGatewayId)); err != nil {
+		return w, err
+	}
 
 	for i, rs := range spec.RouteTables {
 		tags := []types.Tag{{Key: aws.String("Name"), Value: aws.String(rs.Name)}}
@@ -193,4 +202,51 @@ func Seed(ctx context.Context, endpoint string, spec WorldSpec) (World, error) {
 		}
 	}
 	return w, nil
+}
+
+// seedSecondENIs gives the instances that ask for it a second interface in a private subnet
+// (the last /24 of the VPC), and makes the instances' subnet public.
+func seedSecondENIs(ctx context.Context, api *ec2.Client, spec WorldSpec, w *World, igw string) error {
+	var private *string
+	for i, is := range spec.Instances {
+		if !is.SecondENI {
+			continue
+		}
+		if private == nil {
+			vpc, err := netip.ParsePrefix(spec.VPCCIDR)
+			if err != nil {
+				return fmt.Errorf("seed: vpc cidr %q: %w", spec.VPCCIDR, err)
+			}
+			a := vpc.Addr().As4()
+			a[2] = 255
+			cidr := netip.PrefixFrom(netip.AddrFrom4(a), 24).String()
+			s, err := api.CreateSubnet(ctx, &ec2.CreateSubnetInput{VpcId: aws.String(w.VPCID), CidrBlock: aws.String(cidr)})
+			if err != nil {
+				return fmt.Errorf("seed: create private subnet %s: %w", cidr, err)
+			}
+			private = s.Subnet.SubnetId
+			rt, err := api.CreateRouteTable(ctx, &ec2.CreateRouteTableInput{VpcId: aws.String(w.VPCID)})
+			if err != nil {
+				return fmt.Errorf("seed: create public route table: %w", err)
+			}
+			if _, err := api.CreateRoute(ctx, &ec2.CreateRouteInput{RouteTableId: rt.RouteTable.RouteTableId,
+				DestinationCidrBlock: aws.String("0.0.0.0/0"), GatewayId: aws.String(igw)}); err != nil {
+				return fmt.Errorf("seed: route to the internet gateway: %w", err)
+			}
+			if _, err := api.AssociateRouteTable(ctx, &ec2.AssociateRouteTableInput{RouteTableId: rt.RouteTable.RouteTableId,
+				SubnetId: aws.String(w.SubnetID)}); err != nil {
+				return fmt.Errorf("seed: associate the public route table: %w", err)
+			}
+		}
+		ni, err := api.CreateNetworkInterface(ctx, &ec2.CreateNetworkInterfaceInput{SubnetId: private})
+		if err != nil {
+			return fmt.Errorf("seed: create second interface of %q: %w", is.Name, err)
+		}
+		if _, err := api.AttachNetworkInterface(ctx, &ec2.AttachNetworkInterfaceInput{DeviceIndex: aws.Int32(1),
+			InstanceId: aws.String(w.Instances[i].ID), NetworkInterfaceId: ni.NetworkInterface.NetworkInterfaceId}); err != nil {
+			return fmt.Errorf("seed: attach second interface to %q: %w", is.Name, err)
+		}
+		w.Instances[i].SecondENIID = aws.ToString(ni.NetworkInterface.NetworkInterfaceId)
+	}
+	return nil
 }
