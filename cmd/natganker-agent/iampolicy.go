@@ -10,6 +10,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/natganker/natganker/agent"
 	"github.com/natganker/natganker/config"
 	"github.com/natganker/natganker/ec2"
 )
@@ -96,7 +97,7 @@ func (c *IAMPolicyCommand) Run(_ context.Context, args []string) error {
 		if err != nil {
 			return fmt.Errorf("invalid configuration:\n%w", err)
 		}
-		scope.Groups = policyGroups(cfg)
+		scope.Groups = agent.PolicyGroups(cfg)
 		if scope.Region == "" {
 			scope.Region = cmp.Or(cfg.EC2.Region, cfg.Node.Region)
 		}
@@ -115,20 +116,4 @@ func (c *IAMPolicyCommand) Run(_ context.Context, args []string) error {
 	}
 	_, err = fmt.Fprintf(c.stdout, "%s\n", b)
 	return err
-}
-
-// policyGroups is what the IAM policy needs of cfg's groups.
-func policyGroups(cfg *config.Config) []ec2.PolicyGroup {
-	var out []ec2.PolicyGroup
-	for _, g := range cfg.Groups {
-		out = append(out, ec2.PolicyGroup{
-			Name:           g.Name,
-			ElasticIP:      g.ElasticIP,
-			RouteTableIDs:  g.RouteTables,
-			RouteTableTags: g.RouteTableTags,
-			Discover:       g.DiscoverRouteTables,
-			TargetENI:      g.Target == config.TargetENI,
-		})
-	}
-	return out
 }
