@@ -98,8 +98,9 @@ func partition(region string) string {
 //     the agent's own instance) and AssociateAddress (onto the agent's own instance) take
 //     instance ARNs; with s.InstanceProfile only instances with that profile.
 //   - AssociateAddress also takes the Elastic IP: its allocation id's ARN, or for a public IP
-//     any elastic-ip with the condition ec2:PublicIpAddress; and, for groups whose target is
-//     "eni", network-interface ARNs.
+//     any elastic-ip with the condition ec2:PublicIpAddress; and network-interface ARNs, for
+//     groups whose target is "eni" and for instances with several network interfaces, whose
+//     Elastic IP EC2 wants associated with an interface.
 //   - ReplaceRoute and CreateRoute take route-table ARNs: the named tables, tables carrying
 //     the group's tags (ec2:ResourceTag/KEY), and any table when a group discovers its
 //     tables.
@@ -131,10 +132,6 @@ func IAMPolicy(s PolicyScope) Policy {
 		Action:   []string{actionDescribeInstanceAttribute, actionModifyInstanceAttribute},
 		Resource: []string{arn("instance/*")},
 	}
-	var toENI bool
-	for _, g := range s.Groups {
-		toENI = toENI || g.TargetENI
-	}
 	if generic || slices.ContainsFunc(s.Groups, func(g PolicyGroup) bool { return !g.TargetENI }) {
 		onInstances.Action = append(onInstances.Action, actionAssociateAddress)
 	}
@@ -143,13 +140,13 @@ func IAMPolicy(s PolicyScope) Policy {
 	}
 	slices.Sort(onInstances.Action)
 	add(onInstances)
-	if generic || toENI {
-		add(Statement{
-			Sid:      "ElasticIPOntoNetworkInterfaces",
-			Action:   []string{actionAssociateAddress},
-			Resource: []string{arn("network-interface/*")},
-		})
-	}
+	// Also for groups whose target is "instance": on an instance with several network
+	// interfaces EC2 wants the interface named, and the agent names it.
+	add(Statement{
+		Sid:      "ElasticIPOntoNetworkInterfaces",
+		Action:   []string{actionAssociateAddress},
+		Resource: []string{arn("network-interface/*")},
+	})
 
 	var allocs, publicIPs []string
 	for _, g := range s.Groups {

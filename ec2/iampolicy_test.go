@@ -70,7 +70,8 @@ func TestIAMPolicy_Scoping(t *testing.T) {
 				"ReadAddressesInstancesRouteTables": "*",
 				"SourceDestCheckAndElasticIPOnNATInstances": "arn:aws:ec2:eu-west-1:*:instance/*" +
 					`|{"ArnEquals":{"ec2:InstanceProfile":["arn:aws:iam::123456789012:instance-profile/nat"]}}`,
-				"MoveElasticIPs": "arn:aws:ec2:eu-west-1:*:elastic-ip/eipalloc-0a",
+				"ElasticIPOntoNetworkInterfaces": "arn:aws:ec2:eu-west-1:*:network-interface/*",
+				"MoveElasticIPs":                 "arn:aws:ec2:eu-west-1:*:elastic-ip/eipalloc-0a",
 				"MoveElasticIPsByAddress": "arn:aws:ec2:eu-west-1:*:elastic-ip/*" +
 					`|{"StringEquals":{"ec2:PublicIpAddress":["203.0.113.7"]}}`,
 				"PointRoutesInNamedRouteTables": "arn:aws:ec2:eu-west-1:*:route-table/rtb-1 arn:aws:ec2:eu-west-1:*:route-table/rtb-2 " +

@@ -43,7 +43,7 @@ the agent calls, on as few resources as EC2 lets a policy name:
   ec2:AssociateAddress
       moving the Elastic IP onto the agent's own instance: on instances, and on the
       groups' Elastic IPs (allocation ids, or public addresses by condition), and on
-      network interfaces for groups whose target is "eni"
+      network interfaces (target "eni", or an instance with several interfaces)
   ec2:ReplaceRoute, ec2:CreateRoute
       on the route tables the groups name, on tables carrying the groups' tags (by
       condition on ec2:ResourceTag), or on any route table when a group discovers
