@@ -44,11 +44,12 @@ demo: deps build
 	$(BIN)/natganker-lab demo -agent $(BIN)/natganker-agent
 
 ## test: lint, tidy check, then every test with the race detector (moto, metadata mock and
-## network-namespace lab tests included; the lab tests need root)
+## network-namespace lab tests included; the lab tests and the .deb install test need root)
 test: lint tidy-check unit fuzz
 
 unit:
 	$(GO) test -race -count=1 -timeout 18m ./...
+	cd packaging && $(GO) test -race -count=1 -timeout 10m ./...
 
 ## fuzz: every fuzz target for FUZZTIME (default 10s) on top of its seed corpus (testdata/fuzz);
 ## a crash fails the run and leaves the input in testdata/fuzz for a regression test
@@ -76,14 +77,17 @@ lint: $(STATICCHECK)
 	if [ -n "$$fmt_out" ]; then echo "gofmt would change:"; echo "$$fmt_out"; exit 1; fi
 	$(GO) vet ./...
 	$(STATICCHECK) ./...
+	cd packaging && $(GO) vet ./... && $(CURDIR)/$(STATICCHECK) ./...
 
-## tidy-check: fails when go.mod or go.sum are not tidy
+## tidy-check: fails when go.mod or go.sum (the agent's, or packaging/'s) are not tidy
 tidy-check:
-	@cp go.mod /tmp/natganker-go.mod.bak; cp go.sum /tmp/natganker-go.sum.bak; \
-	$(GO) mod tidy; \
-	if ! cmp -s go.mod /tmp/natganker-go.mod.bak || ! cmp -s go.sum /tmp/natganker-go.sum.bak; then \
-		echo "go.mod/go.sum are not tidy: run 'go mod tidy' and commit"; \
-		cp /tmp/natganker-go.mod.bak go.mod; cp /tmp/natganker-go.sum.bak go.sum; exit 1; fi
+	@for d in . packaging; do \
+		cp $$d/go.mod /tmp/natganker-go.mod.bak; cp $$d/go.sum /tmp/natganker-go.sum.bak; \
+		(cd $$d && $(GO) mod tidy); \
+		if ! cmp -s $$d/go.mod /tmp/natganker-go.mod.bak || ! cmp -s $$d/go.sum /tmp/natganker-go.sum.bak; then \
+			echo "$$d/go.mod or go.sum is not tidy: run 'go mod tidy' in $$d and commit"; \
+			cp /tmp/natganker-go.mod.bak $$d/go.mod; cp /tmp/natganker-go.sum.bak $$d/go.sum; exit 1; fi; \
+	done
 
 ## bench: failover benchmarks (agent against moto, EC2 claims) and the lab against keepalived
 bench: deps build
