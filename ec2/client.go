@@ -60,6 +60,9 @@ type Options struct {
 	// (the last failure is returned to the caller instead; throttling is logged at info
 	// level), and actions at info level.
 	Logger hclog.Logger
+	// Observer, when set, is told about every API call (action, attempts, time, error), for
+	// metrics.
+	Observer CallObserver
 }
 
 func (o Options) withDefaults() Options {
@@ -141,6 +144,9 @@ func New(ctx context.Context, o Options) (*Client, error) {
 		eo.HTTPClient = awshttp.NewBuildableClient().WithTimeout(o.CallTimeout)
 		eo.Retryer = c.retryer
 		eo.APIOptions = append(eo.APIOptions, c.addAttemptLog)
+		if o.Observer != nil {
+			eo.APIOptions = append(eo.APIOptions, c.addCallObserver)
+		}
 	})
 	return c, nil
 }

@@ -164,9 +164,11 @@ telemetry {
 
 # hooks: programs run on events, like keepalived's notify scripts. Each is an argv (no
 # shell) whose first element is an absolute path. They get NATGANKER_EVENT, NATGANKER_GROUP,
-# NATGANKER_FROM, NATGANKER_TO, NATGANKER_REASON and the takeover timings in the
-# environment; their output is logged; they never delay a takeover, and each event runs each
-# hook once. A hook still running after timeout is killed.
+# NATGANKER_FROM, NATGANKER_TO, NATGANKER_REASON and the takeover timings
+# (NATGANKER_DETECTED_MS…) in the environment, on_member NATGANKER_MEMBER and
+# NATGANKER_STATE; their output is logged; they never delay a takeover, and each event runs
+# each hook once. A hook still running after timeout is killed with its process group. See
+# the README, "Event hooks".
 hooks {
   # on_acquire = ["/usr/local/bin/natganker-notify", "acquire"]  # this node took a group
   # on_release = ["/usr/local/bin/natganker-notify", "release"]  # this node lost or handed one over

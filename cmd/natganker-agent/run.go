@@ -221,17 +221,19 @@ func (c *RunCommand) start(ctx, life context.Context, cfg *config.Config, ln *co
 	if region == "" {
 		region = id.Region
 	}
+	watch := newWatchers(cfg, id.InstanceID, logger)
 	cloud, err := ec2.New(ctx, ec2.Options{
 		Region:         region,
 		Endpoint:       cfg.EC2.Endpoint,
 		MaxConcurrency: cfg.EC2.MaxConcurrency,
 		CallTimeout:    cfg.EC2.CallTimeout,
 		Logger:         logger,
+		Observer:       watch.ec2Observer(),
 	})
 	if err != nil {
 		return nil, nil, fmt.Errorf("set up ec2 client: %w", err)
 	}
-	deps := agent.Deps{Cloud: cloud, Version: version}
+	deps := agent.Deps{Cloud: cloud, Version: version, Events: watch.sinks}
 	if dp := cfg.Datapath; dp.Manage || dp.EgressProbe != "" || dp.PublicInterface != "" {
 		if dp.MasqueradeSource == "" {
 			dp.MasqueradeSource = id.VPCCIDR
