@@ -494,20 +494,7 @@ func (r Report) secondRound() []string {
 
 // associate points the Elastic IP ref (allocation id, or public IP when allocID is unknown) at m.
 func (c *Client) associate(ctx context.Context, ref, allocID string, m me) Step {
-	in := &ec2sdk.AssociateAddressInput{AllowReassociation: aws.Bool(true)}
-	switch {
-	case allocID != "":
-		in.AllocationId = aws.String(allocID)
-	case strings.HasPrefix(ref, "eipalloc-"):
-		in.AllocationId = aws.String(ref)
-	default:
-		in.PublicIp = aws.String(ref)
-	}
-	if id, eni := m.eipTarget(); eni != "" {
-		in.NetworkInterfaceId = aws.String(eni)
-	} else {
-		in.InstanceId = aws.String(id)
-	}
+	in := associateInput(ref, allocID, m)
 	if _, err := c.api.AssociateAddress(ctx, in); err != nil {
 		if code := errorCode(err); code == "InvalidAllocationID.NotFound" || code == "InvalidAddress.NotFound" {
 			err = fmt.Errorf("elastic ip %s not found: %w", ref, err)
@@ -578,29 +565,54 @@ func routeMissing(err error) bool {
 }
 
 func (c *Client) replaceRoute(ctx context.Context, r Route, m me) error {
-	in := &ec2sdk.ReplaceRouteInput{RouteTableId: aws.String(r.RouteTableID), DestinationCidrBlock: aws.String(r.Destination)}
-	if id, eni := m.routeTarget(); eni != "" {
-		in.NetworkInterfaceId = aws.String(eni)
-	} else {
-		in.InstanceId = aws.String(id)
-	}
-	if _, err := c.api.ReplaceRoute(ctx, in); err != nil {
+	if _, err := c.api.ReplaceRoute(ctx, replaceRouteInput(r.RouteTableID, r.Destination, m)); err != nil {
 		return fmt.Errorf("replace route %s in %s: %w", r.Destination, r.RouteTableID, err)
 	}
 	return nil
 }
 
 func (c *Client) createRoute(ctx context.Context, r Route, m me) error {
-	in := &ec2sdk.CreateRouteInput{RouteTableId: aws.String(r.RouteTableID), DestinationCidrBlock: aws.String(r.Destination)}
-	if id, eni := m.routeTarget(); eni != "" {
-		in.NetworkInterfaceId = aws.String(eni)
-	} else {
-		in.InstanceId = aws.String(id)
-	}
-	if _, err := c.api.CreateRoute(ctx, in); err != nil {
+	if _, err := c.api.CreateRoute(ctx, createRouteInput(r.RouteTableID, r.Destination, m)); err != nil {
 		return fmt.Errorf("create route %s in %s: %w", r.Destination, r.RouteTableID, err)
 	}
 	return nil
+}
+
+// associateInput is the AssociateAddress call that points the Elastic IP ref (allocation id,
+// or public IP when allocID is unknown) at m, with reassociation.
+func associateInput(ref, allocID string, m me) *ec2sdk.AssociateAddressInput {
+	in := &ec2sdk.AssociateAddressInput{AllowReassociation: aws.Bool(true)}
+	switch {
+	case allocID != "":
+		in.AllocationId = aws.String(allocID)
+	case strings.HasPrefix(ref, "eipalloc-"):
+		in.AllocationId = aws.String(ref)
+	default:
+		in.PublicIp = aws.String(ref)
+	}
+	in.InstanceId, in.NetworkInterfaceId = targetOf(m.eipTarget())
+	return in
+}
+
+// replaceRouteInput and createRouteInput are the calls that point dest in table at m.
+func replaceRouteInput(table, dest string, m me) *ec2sdk.ReplaceRouteInput {
+	in := &ec2sdk.ReplaceRouteInput{RouteTableId: aws.String(table), DestinationCidrBlock: aws.String(dest)}
+	in.InstanceId, in.NetworkInterfaceId = targetOf(m.routeTarget())
+	return in
+}
+
+func createRouteInput(table, dest string, m me) *ec2sdk.CreateRouteInput {
+	in := &ec2sdk.CreateRouteInput{RouteTableId: aws.String(table), DestinationCidrBlock: aws.String(dest)}
+	in.InstanceId, in.NetworkInterfaceId = targetOf(m.routeTarget())
+	return in
+}
+
+// targetOf turns an instance id or an interface id (one of them set) into the call's fields.
+func targetOf(instanceID, eni string) (*string, *string) {
+	if eni != "" {
+		return nil, aws.String(eni)
+	}
+	return aws.String(instanceID), nil
 }
 
 func orNone(ss ...string) string {

@@ -7,7 +7,6 @@ import (
 	"slices"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
-	ec2sdk "github.com/aws/aws-sdk-go-v2/service/ec2"
 )
 
 // A takeover needs three mutating actions. An instance profile that lacks one (ReplaceRoute
@@ -136,20 +135,12 @@ func (c *Client) dryRunRoute(ctx context.Context, action, table, dest string, m 
 	var err error
 	switch action {
 	case "ec2:ReplaceRoute":
-		in := &ec2sdk.ReplaceRouteInput{DryRun: aws.Bool(true), RouteTableId: aws.String(table), DestinationCidrBlock: aws.String(dest)}
-		if id, eni := m.routeTarget(); eni != "" {
-			in.NetworkInterfaceId = aws.String(eni)
-		} else {
-			in.InstanceId = aws.String(id)
-		}
+		in := replaceRouteInput(table, dest, m)
+		in.DryRun = aws.Bool(true)
 		_, err = c.api.ReplaceRoute(ctx, in)
 	default:
-		in := &ec2sdk.CreateRouteInput{DryRun: aws.Bool(true), RouteTableId: aws.String(table), DestinationCidrBlock: aws.String(dest)}
-		if id, eni := m.routeTarget(); eni != "" {
-			in.NetworkInterfaceId = aws.String(eni)
-		} else {
-			in.InstanceId = aws.String(id)
-		}
+		in := createRouteInput(table, dest, m)
+		in.DryRun = aws.Bool(true)
 		_, err = c.api.CreateRoute(ctx, in)
 	}
 	return verdict(action, table, err)
@@ -157,20 +148,8 @@ func (c *Client) dryRunRoute(ctx context.Context, action, table, dest string, m 
 
 // dryRunAssociate dry-runs the association of the Elastic IP with m.
 func (c *Client) dryRunAssociate(ctx context.Context, ref, allocID string, m me) PermissionCheck {
-	in := &ec2sdk.AssociateAddressInput{DryRun: aws.Bool(true), AllowReassociation: aws.Bool(true)}
-	switch {
-	case allocID != "":
-		in.AllocationId = aws.String(allocID)
-	case len(ref) > 9 && ref[:9] == "eipalloc-":
-		in.AllocationId = aws.String(ref)
-	default:
-		in.PublicIp = aws.String(ref)
-	}
-	if id, eni := m.eipTarget(); eni != "" {
-		in.NetworkInterfaceId = aws.String(eni)
-	} else {
-		in.InstanceId = aws.String(id)
-	}
+	in := associateInput(ref, allocID, m)
+	in.DryRun = aws.Bool(true)
 	_, err := c.api.AssociateAddress(ctx, in)
 	return verdict("ec2:AssociateAddress", ref, err)
 }
