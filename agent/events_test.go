@@ -171,10 +171,21 @@ func readsOf(f *fakeCloud) int {
 // round after it.
 func readAgain(t *testing.T, l *loopAgent) {
 	t.Helper()
-	n := readsOf(l.cloud)
-	if err := l.do(context.Background(), func() { l.observe(l.groups[0]) }); err != nil {
-		t.Fatal(err)
-	}
+	// Started on the loop when no read is running, so that the next read counted is this one.
+	n := 0
+	waitFor(t, "a read to start", func() bool {
+		started := false
+		if err := l.do(context.Background(), func() {
+			if !l.groups[0].observing {
+				n = readsOf(l.cloud)
+				l.observe(l.groups[0])
+				started = true
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return started
+	})
 	waitFor(t, "a read", func() bool { return readsOf(l.cloud) > n })
 	waitFor(t, "its result", func() bool {
 		var observing bool

@@ -14,7 +14,9 @@ import (
 // joins the cluster and closes them after it stopped.
 type watchers struct {
 	exporter *telemetry.Exporter
-	sinks    []agent.EventSink
+	// hooks runs the hooks; a reload gives it new ones.
+	hooks *agent.HookRunner
+	sinks []agent.EventSink
 }
 
 func newWatchers(cfg *config.Config, node string, logger hclog.Logger) *watchers {
@@ -30,7 +32,8 @@ func newWatchers(cfg *config.Config, node string, logger hclog.Logger) *watchers
 		observer = w.exporter
 	}
 	// Always a runner, even with no hook configured, so that a reload can add hooks.
-	w.sinks = append(w.sinks, agent.NewHookRunner(cfg.Hooks, node, observer, logger))
+	w.hooks = agent.NewHookRunner(cfg.Hooks, node, observer, logger)
+	w.sinks = append(w.sinks, w.hooks)
 	return w
 }
 
