@@ -22,6 +22,7 @@ import (
 	"github.com/natganker/natganker/config"
 	"github.com/natganker/natganker/ec2"
 	"github.com/natganker/natganker/gossip"
+	"github.com/natganker/natganker/sdnotify"
 )
 
 // Deps are the agent's connections to the outside world.
@@ -30,6 +31,15 @@ type Deps struct {
 	Cloud Cloud
 	// Health checks the datapath; nil means always healthy.
 	Health HealthChecker
+	// Notices reads the instance metadata service's notices of the instance's end
+	// (handoff.go); nil watches none.
+	Notices NoticeSource
+	// Supervisor is the service manager told of readiness, status and liveness
+	// (supervise.go); nil tells none.
+	Supervisor Supervisor
+	// Hooks takes the hooks of a reloaded configuration (reload.go); nil: changing the
+	// hooks needs a restart.
+	Hooks HooksReloader
 	// Membership is the cluster's gossip; nil builds memberlist-based gossip from the config.
 	Membership Membership
 	// Version is reported by status.
@@ -72,6 +82,11 @@ type Agent struct {
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	runDone   chan struct{}
+
+	// Owned by the run goroutine too: what the service manager was told (supervise.go) and
+	// what reloads changed (reload.go).
+	sd       supervised
+	reloaded reloaded
 }
 
 // New prepares an agent for the node described by id. It starts nothing.
@@ -173,6 +188,9 @@ func (a *Agent) Start(ctx context.Context) error {
 		defer a.wg.Done()
 		a.disableSourceDestCheck(a.ctx)
 	}()
+	if h := a.cfg.Handoff; a.deps.Notices != nil && watchesNotices(h) {
+		a.spawn(func() { a.watchNotices(a.ctx, a.deps.Notices, h) })
+	}
 	return nil
 }
 
@@ -184,6 +202,7 @@ func (a *Agent) Close() error {
 		if a.cancel == nil {
 			return
 		}
+		a.notifyStopping()
 		done := make(chan struct{})
 		if a.do(context.Background(), func() { a.beginHandover(done) }) == nil {
 			select {
@@ -240,6 +259,8 @@ func (a *Agent) run(ctx context.Context) {
 	}
 	checkTick := time.NewTicker(checkEvery)
 	defer checkTick.Stop()
+	watchdog, stopWatchdog := a.watchdogTick()
+	defer stopWatchdog()
 
 	for _, g := range a.groups {
 		a.observe(g)
@@ -269,8 +290,13 @@ func (a *Agent) run(ctx context.Context) {
 			}
 		case <-checkTick.C:
 			a.check()
+		case <-watchdog:
+			// Sent by this loop and no other goroutine: if the loop wedges, the pings stop
+			// and the service manager restarts the agent.
+			a.notify(sdnotify.Watchdog)
 		}
 		a.evaluate()
+		a.report()
 	}
 }
 

@@ -153,6 +153,9 @@ func (a *Agent) Yield(ctx context.Context, groups []string) (ActionResult, error
 func (a *Agent) Resume(ctx context.Context, groups []string) (ActionResult, error) {
 	var res ActionResult
 	err := a.onGroups(ctx, groups, &res, func(g *groupState) string {
+		if a.leave != nil && a.leave.notice != "" {
+			return g.cfg.Name + ": not resumed: " + a.errLeaving().Error()
+		}
 		if !g.yielded {
 			return g.cfg.Name + ": was not yielded"
 		}

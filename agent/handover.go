@@ -1,6 +1,9 @@
 package agent
 
-import "time"
+import (
+	"fmt"
+	"time"
+)
 
 const (
 	// handoverTimeout bounds how long a graceful shutdown waits for a peer to take over.
@@ -34,16 +37,24 @@ type handover struct {
 	since    time.Time
 	deadline time.Time
 	lastRead time.Time
-	done     chan struct{}
+	done     []chan struct{}
+	// notice is the notice of the instance's end that began the handover (handoff.go);
+	// "" for a shutdown. After a notice the agent stays up, leaving.
+	notice string
 }
 
 // beginHandover starts the shutdown handover; done is closed when it is over.
 func (a *Agent) beginHandover(done chan struct{}) {
 	if a.leave != nil {
-		close(done)
+		// A shutdown during a handover on a notice waits for that handover to end.
+		if a.leave.phase == finished {
+			close(done)
+		} else {
+			a.leave.done = append(a.leave.done, done)
+		}
 		return
 	}
-	a.leave = &handover{phase: settling, done: done, since: time.Now().Truncate(time.Millisecond)}
+	a.leave = &handover{phase: settling, done: []chan struct{}{done}, since: time.Now().Truncate(time.Millisecond)}
 	for _, g := range a.groups {
 		g.force = false
 		a.finishWaiters(g, errShuttingDown)
@@ -79,7 +90,11 @@ func (a *Agent) stepHandover(now time.Time) {
 			return
 		}
 		if now.After(h.deadline) {
-			a.logger.Warn("no peer took over in time; shutting down anyway", "timeout", handoverTimeout, "groups", a.ownedGroups())
+			if h.notice != "" {
+				a.logger.Warn("no peer took over in time; still leaving: a peer that becomes eligible takes the groups", "timeout", handoverTimeout, "groups", a.ownedGroups())
+			} else {
+				a.logger.Warn("no peer took over in time; shutting down anyway", "timeout", handoverTimeout, "groups", a.ownedGroups())
+			}
 			a.finishHandover()
 			return
 		}
@@ -106,15 +121,21 @@ func (a *Agent) onAnnounced(err error) {
 	case len(owned) == 0:
 		a.finishHandover()
 	case !a.anyEligiblePeer():
-		a.logger.Warn("shutting down with no eligible peer: groups stay where they are", "groups", owned)
+		a.logger.Warn(fmt.Sprintf("%s with no eligible peer: groups stay where they are", a.leavingReason()), "groups", owned)
 		a.finishHandover()
 	default:
-		a.logger.Info("handing over before shutdown", "groups", owned)
+		msg := "handing over before shutdown"
+		if h.notice != "" {
+			msg = "handing over on " + h.notice
+		}
+		a.logger.Info(msg, "groups", owned)
 		h.phase, h.deadline = waiting, time.Now().Add(handoverTimeout)
 	}
 }
 
 func (a *Agent) finishHandover() {
 	a.leave.phase = finished
-	close(a.leave.done)
+	for _, d := range a.leave.done {
+		close(d)
+	}
 }

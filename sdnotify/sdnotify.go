@@ -115,17 +115,20 @@ func (n *Notifier) WatchdogTimeout() time.Duration {
 // advises, so that one late ping is not yet a restart. 0 when systemd does not watch.
 func (n *Notifier) WatchdogInterval() time.Duration { return n.WatchdogTimeout() / 2 }
 
-// Notify sends state, one or more newline-separated assignments, as one datagram.
+// Notify sends state, one or more newline-separated assignments, as one datagram. It never
+// blocks: a service manager that does not read its socket must not stall the caller (the
+// agent's run loop), so a full socket buffer is an error instead.
 func (n *Notifier) Notify(state string) error {
 	if !n.Enabled() {
 		return nil
 	}
-	c, err := net.DialUnix("unixgram", nil, n.addr)
+	fd, err := unix.Socket(unix.AF_UNIX, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return fmt.Errorf("notify %s: %w", n.addr.Name, err)
 	}
-	defer c.Close()
-	if _, err := c.Write([]byte(state)); err != nil {
+	defer unix.Close(fd)
+	// x/sys/unix turns a leading "@" into the NUL byte of an abstract socket name.
+	if err := unix.Sendto(fd, []byte(state), unix.MSG_DONTWAIT|unix.MSG_NOSIGNAL, &unix.SockaddrUnix{Name: n.addr.Name}); err != nil {
 		return fmt.Errorf("notify %s: %w", n.addr.Name, err)
 	}
 	return nil

@@ -130,3 +130,28 @@ func TestNotifier_SocketGone(t *testing.T) {
 		t.Errorf("err = %v, want one naming %s", err, path)
 	}
 }
+
+// TestNotifier_NeverBlocks: a service manager that stops reading must not stall the sender.
+func TestNotifier_NeverBlocks(t *testing.T) {
+	_, path := listen(t) // never read
+	n, err := New(env(map[string]string{EnvSocket: path}), 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		for i := 0; i < 10000 && err == nil; i++ {
+			err = n.Notify(Watchdog)
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Errorf("10000 datagrams to a socket nobody reads all went through")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Notify blocked on a full socket")
+	}
+}
