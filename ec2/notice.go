@@ -81,8 +81,11 @@ func NewNoticeReader(endpoint string) *NoticeReader {
 		shown = DefaultIMDSEndpoint
 	}
 	return &NoticeReader{endpoint: shown, client: imds.New(imds.Options{
-		Endpoint:   endpoint,
-		HTTPClient: awshttp.NewBuildableClient().WithTimeout(noticeAttemptBudget),
+		Endpoint: endpoint,
+		// A poll every few seconds needs no idle connection kept between polls (nor one
+		// left behind when the agent stops).
+		HTTPClient: awshttp.NewBuildableClient().WithTimeout(noticeAttemptBudget).
+			WithTransportOptions(func(tr *http.Transport) { tr.DisableKeepAlives = true }),
 		Retryer: retry.NewStandard(func(o *retry.StandardOptions) {
 			o.MaxAttempts = 1
 			o.RateLimiter = ratelimit.None

@@ -169,3 +169,51 @@ func TestReadNotices(t *testing.T) {
 		}
 	})
 }
+
+// TestReadNotices_MetadataMock reads the notices amazon-ec2-metadata-mock serves in each of
+// its modes, over IMDSv2 only.
+func TestReadNotices_MetadataMock(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	values := ec2test.IMDSValues{InstanceID: "i-0aaaaaaaaaaaaaaa1", Region: "eu-west-3", LocalIPv4: "10.9.0.10"}
+	tests := []struct {
+		name  string
+		mode  []string
+		check func(n Notices) bool
+	}{
+		{"Quiet", nil, func(n Notices) bool {
+			return n.Spot == nil && n.Rebalance.IsZero() && len(n.Maintenance) == 0 && n.LifecycleState == ""
+		}},
+		{"SpotStop", []string{"spot", "-a", "stop"}, func(n Notices) bool {
+			return n.Spot != nil && n.Spot.Action == "stop" && n.Spot.Time.After(time.Now()) && len(n.Maintenance) == 0
+		}},
+		{"SpotLater", []string{"spot", "-d", "1000000", "--rebalance-delay-sec", "0"}, func(n Notices) bool {
+			return n.Spot == nil && !n.Rebalance.IsZero()
+		}},
+		{"EventsInstanceStop", []string{"events", "-o", "instance-stop", "-t", "active"}, func(n Notices) bool {
+			return n.Spot == nil && len(n.Maintenance) == 1 && n.Maintenance[0].Code == "instance-stop" &&
+				time.Since(n.Maintenance[0].NotBefore) < time.Hour
+		}},
+		{"EventsCompleted", []string{"events", "-t", "completed"}, func(n Notices) bool { return len(n.Maintenance) == 0 }},
+		{"ASGTerminated", []string{"asglifecycle"}, func(n Notices) bool { return n.LifecycleState == LifecycleTerminated }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			v := values
+			v.Notices = tt.mode
+			m := ec2test.StartIMDS(t, v)
+			n, err := NewNoticeReader(m.Endpoint).ReadNotices(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !tt.check(n) {
+				t.Errorf("notices = %+v (spot %+v)", n, n.Spot)
+			}
+			// The identity is still served next to the notices.
+			id, err := LoadIdentity(ctx, m.Endpoint, Identity{})
+			if err != nil || id.InstanceID != values.InstanceID {
+				t.Errorf("identity in mode %v: %+v, %v", tt.mode, id, err)
+			}
+		})
+	}
+}

@@ -18,6 +18,7 @@ import (
 	"github.com/natganker/natganker/agent/datapath"
 	"github.com/natganker/natganker/config"
 	"github.com/natganker/natganker/ec2"
+	"github.com/natganker/natganker/sdnotify"
 )
 
 // RunCommand runs the agent until it is told to stop.
@@ -28,6 +29,10 @@ type RunCommand struct {
 	signals <-chan os.Signal
 	// exit ends the process when a second signal arrives during shutdown; nil is os.Exit.
 	exit func(code int)
+	// hup delivers SIGHUP (reload.go); nil subscribes to the process's.
+	hup <-chan os.Signal
+	// sd is the service manager's notifier; nil reads it from the environment.
+	sd *sdnotify.Notifier
 
 	config string
 }
@@ -59,6 +64,18 @@ at once. Either way run exits 1 without having asked or joined anyone.
 Logs go to standard error: text on a terminal, JSON otherwise, unless log.format says.
 A gossip key that users other than its owner can read or write is logged once at start as
 a warning, with the chmod that fixes it.
+
+SIGHUP reloads the configuration file: each group's priority, failback and failback_delay,
+log.level and the hooks take their new values at once; every other setting that changed is
+named in a warning and keeps its running value until a restart. An invalid file changes
+nothing. Under systemd (Type=notify) the agent reports READY=1 once gossip is up and EC2
+was read, its owned groups as STATUS=, STOPPING=1 when it stops, and, with WatchdogSec=,
+watchdog pings sent by its run loop.
+
+The agent watches the instance metadata for notices of the instance's end (handoff block:
+spot interruption, scheduled maintenance, Auto Scaling termination, and rebalance
+recommendations when enabled). On one it hands its groups over as on SIGTERM but keeps
+running, leaving: it never takes a group back until it is restarted.
 
 SIGTERM or SIGINT stops the agent gracefully: it stops serving the control socket,
 hands the groups it owns to the next agent, leaves the cluster, removes the control socket
@@ -112,6 +129,9 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 	if exit == nil {
 		exit = os.Exit
 	}
+	hup, stopHup := c.hangups()
+	defer stopHup()
+	c.sd = c.supervisor(logger)
 
 	logger.Info("starting", "version", version, "config", c.config)
 	ln, err := preflight(cfg)
@@ -151,13 +171,20 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 		return err
 	}
 
-	select {
-	case s := <-sigc:
-		logger.Info("signal received, shutting down", "signal", s)
-	case s := <-interrupted:
-		logger.Info("signal received, shutting down", "signal", s)
-	case <-ctx.Done():
-		logger.Info("shutting down", "reason", ctx.Err())
+	for stop := false; !stop; {
+		select {
+		case s := <-sigc:
+			logger.Info("signal received, shutting down", "signal", s)
+			stop = true
+		case s := <-interrupted:
+			logger.Info("signal received, shutting down", "signal", s)
+			stop = true
+		case <-ctx.Done():
+			logger.Info("shutting down", "reason", ctx.Err())
+			stop = true
+		case <-hup:
+			c.reload(life, a, c.sd, logger)
+		}
 	}
 
 	return shutdown(logger, sigc, exit,
@@ -234,6 +261,7 @@ func (c *RunCommand) start(ctx, life context.Context, cfg *config.Config, ln *co
 		return nil, nil, fmt.Errorf("set up ec2 client: %w", err)
 	}
 	deps := agent.Deps{Cloud: cloud, Version: version, Events: watch.sinks}
+	deps.Hooks, deps.Supervisor, deps.Notices = watch.hooks, c.sd, ec2.NewNoticeReader(cfg.Node.IMDSEndpoint)
 	if dp := cfg.Datapath; dp.Manage || dp.EgressProbe != "" || dp.PublicInterface != "" {
 		if dp.MasqueradeSource == "" {
 			dp.MasqueradeSource = id.VPCCIDR

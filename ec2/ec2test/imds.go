@@ -22,7 +22,16 @@ const MetadataMockBinary = "ec2-metadata-mock"
 // IMDSValues are what the metadata mock answers.
 type IMDSValues struct {
 	InstanceID, Region, AvailabilityZone, LocalIPv4, MAC, VPCCIDR string
+	// Notices is the mock's subcommand and its flags, e.g. {"spot", "-d", "5"}: a spot
+	// interruption notice 5 s after start. Nil serves no notice of the instance's end.
+	Notices []string
 }
+
+// QuietIMDS are the mock's arguments for serving no notice of the instance's end: run
+// without a subcommand it would serve a spot interruption, a scheduled reboot and the Auto
+// Scaling state Terminated at once. The spot mode with both of its notices eleven days away
+// serves none of them.
+var QuietIMDS = []string{"spot", "-d", "1000000", "--rebalance-delay-sec", "1000000"}
 
 // IMDS is a running ec2-metadata-mock serving IMDSv2 only.
 type IMDS struct {
@@ -60,7 +69,8 @@ func StartIMDS(t testing.TB, v IMDSValues) *IMDS {
 	return m
 }
 
-// StartIMDSProcess starts `ec2-metadata-mock -I -n host -p port -c <dir>/aemm-config.json`
+// StartIMDSProcess starts `ec2-metadata-mock -I -n host -p port -c <dir>/aemm-config.json MODE`
+// (MODE is v.Notices, or QuietIMDS)
 // (a free port when port is 0; HOME is dir so the mock writes nothing elsewhere) and returns
 // once it hands out IMDSv2 tokens. Its output goes to logw.
 func StartIMDSProcess(ctx context.Context, host string, port int, v IMDSValues, dir string, logw io.Writer) (*IMDS, error) {
@@ -80,7 +90,11 @@ func StartIMDSProcess(ctx context.Context, host string, port int, v IMDSValues, 
 	if logw == nil {
 		logw = io.Discard
 	}
-	cmd := exec.Command(bin, "-I", "-n", host, "-p", strconv.Itoa(port), "-c", cfgPath)
+	mode := v.Notices
+	if mode == nil {
+		mode = QuietIMDS
+	}
+	cmd := exec.Command(bin, append([]string{"-I", "-n", host, "-p", strconv.Itoa(port), "-c", cfgPath}, mode...)...)
 	cmd.Stdout, cmd.Stderr = logw, logw
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "HOME="+dir)
