@@ -24,6 +24,7 @@ type BenchOptions struct {
 	HelperCmd   []string
 	Mechanisms  []Mechanism
 	Runs        int           // hard kills per mechanism
+	SpotRuns    int           // spot interruption notices to the owner (natganker only; spot.go)
 	Soak        time.Duration // per loss rate and mechanism
 	Losses      []int         // percent dropped between the NATs
 	Latency     time.Duration // added to every EC2 call
@@ -42,6 +43,8 @@ type BenchResult struct {
 	Soaks     map[Mechanism][]SoakResult   `json:"soaks"`
 	Errors    map[Mechanism][]string       `json:"errors,omitempty"`
 	Calls     map[Mechanism]map[string]int `json:"ec2_calls,omitempty"`
+	// Handoffs are the planned handoffs on a spot interruption notice (spot.go).
+	Handoffs map[Mechanism][]HandoffResult `json:"handoffs,omitempty"`
 }
 
 // RunResult is one hard kill, in seconds.
@@ -83,6 +86,7 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 		Soaks: map[Mechanism][]SoakResult{}, Errors: map[Mechanism][]string{}, Calls: map[Mechanism]map[string]int{}}
 	res.Settings = map[string]string{
 		"runs":               fmt.Sprint(o.Runs),
+		"spot_runs":          fmt.Sprint(o.SpotRuns),
 		"soak":               o.Soak.String(),
 		"losses":             fmt.Sprint(o.Losses),
 		"ec2_latency":        o.Latency.String(),
@@ -158,6 +162,11 @@ func benchMechanism(ctx context.Context, o BenchOptions, mech Mechanism, res *Be
 		fmt.Fprintf(o.Progress, "%-10s run %2d/%d: killed %s  detection %.2fs  ec2 converged %.2fs  client outage %.2fs  tcp survived %v\n",
 			mech, i+1, o.Runs, owner, r.Detection, r.Converged, r.Outage, r.TCPSurvived)
 		if err := l.ReviveHost(ctx, owner); err != nil {
+			return err
+		}
+	}
+	if mech == Natganker && o.SpotRuns > 0 {
+		if err := benchSpot(ctx, o, l, tr, res); err != nil {
 			return err
 		}
 	}
@@ -388,6 +397,7 @@ func (r *BenchResult) Table() string {
 			fmt.Fprintf(&b, "\nClient outage p50: keepalived / natganker = %.1f×\n", sk.P50/sa.P50)
 		}
 	}
+	b.WriteString(r.handoffTable())
 	return b.String()
 }
 

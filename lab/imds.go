@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/natganker/natganker/ec2/ec2test"
 )
 
 // imdsConfig is the amazon-ec2-metadata-mock configuration describing one NAT instance.
@@ -51,8 +53,17 @@ func imdsConfig(w World, in Instance) map[string]any {
 }
 
 // startIMDS runs one metadata mock inside the NAT's namespace at 169.254.169.254:80,
-// IMDSv2 only, and waits until it listens.
+// IMDSv2 only, serving no notice of the instance's end, and waits until it listens.
 func startIMDS(ctx context.Context, dir string, w World, in Instance, logw io.Writer) (*proc, error) {
+	return startIMDSMode(ctx, dir, w, in, logw, nil)
+}
+
+// startIMDSMode is startIMDS with the mock's subcommand and flags (mode), e.g. {"spot"} for a
+// spot interruption notice from the start; nil is ec2test.QuietIMDS.
+func startIMDSMode(ctx context.Context, dir string, w World, in Instance, logw io.Writer, mode []string) (*proc, error) {
+	if mode == nil {
+		mode = ec2test.QuietIMDS
+	}
 	b, err := json.MarshalIndent(imdsConfig(w, in), "", "  ")
 	if err != nil {
 		return nil, fmt.Errorf("encode metadata for %s: %w", in.Host, err)
@@ -61,7 +72,7 @@ func startIMDS(ctx context.Context, dir string, w World, in Instance, logw io.Wr
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		return nil, fmt.Errorf("write metadata for %s: %w", in.Host, err)
 	}
-	cmd := nsCommand(NS(in.Host), "ec2-metadata-mock", "-n", IMDSIP, "-p", "80", "-I", "-c", path)
+	cmd := nsCommand(NS(in.Host), "ec2-metadata-mock", append([]string{"-n", IMDSIP, "-p", "80", "-I", "-c", path}, mode...)...)
 	// The mock looks for a default config in $HOME; give it a directory of its own.
 	cmd.Env = append(os.Environ(), "HOME="+dir)
 	p, err := startProc("imds-"+in.Host, cmd, logw, logw, false)
