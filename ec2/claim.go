@@ -61,6 +61,9 @@ type RouteStep struct {
 	// Action is "unchanged", "replaced", "created" or "failed".
 	Action string
 	Err    error
+	// Done is when the call (or calls) for this route returned, measured from
+	// Report.Started; zero when none was made.
+	Done time.Duration
 	// SecondRound is set when the verification found the route not pointing at self (or
 	// found a table the first round did not know) and the claim moved it in a second round;
 	// Action and Err are then those of the second round.
@@ -118,7 +121,10 @@ func (r Report) Changed() bool {
 // made. Against reading first, this saves the read's round trip whenever known lists the
 // group's tables; a table that appeared since costs the second round (see BenchmarkTakeover).
 //
-// Route calls run at most Options.MaxConcurrency at once, the Elastic IP alongside them. The
+// The Elastic IP goes first, then the routes of tables that carry traffic (subnets are
+// associated with them), then the others; at most Options.MaxConcurrency calls run at once.
+// Every mutating call waits for a token of the client's model of EC2's bucket (pacer), so
+// that a round larger than EC2's burst is sent as fast as EC2 accepts it, in that order. The
 // verification re-selects the route tables as Observe does, so tables that appeared since
 // known was read are found and moved in the second round. A step whose call failed (after the
 // SDK's retries) is not tried again: its error stands.
@@ -218,28 +224,78 @@ func (c *Client) planKnown(g Group, known Observation, rep *Report) moves {
 	return mv
 }
 
-// apply makes one round of calls: the Elastic IP (ref) and every route at once, at most
-// Options.MaxConcurrency route calls in parallel. eipDone is measured from started.
+// apply makes one round of calls: the Elastic IP (ref) first, then the routes of tables that
+// carry traffic (Route.Associated), then the others, at most Options.MaxConcurrency calls in
+// parallel. Each call's token is reserved from the pacer in that order before it is made, so
+// when a round is larger than EC2's burst the calls are sent in that order as the tokens
+// arrive: the Elastic IP and the clients' tables never wait behind tables no subnet uses.
+// eipDone and each route's Done are measured from started.
 func (c *Client) apply(ctx context.Context, m me, ref string, mv moves, started time.Time) (eip Step, eipDone time.Duration, routes []RouteStep) {
-	var wg sync.WaitGroup
 	eipDone = time.Since(started)
-	if mv.eip {
-		wg.Go(func() {
-			eip = c.associate(ctx, ref, mv.allocID, m)
-			eipDone = time.Since(started)
-		})
-	}
 	routes = make([]RouteStep, len(mv.routes))
-	sem := make(chan struct{}, c.opts.MaxConcurrency)
-	for i, r := range mv.routes {
+	order := trafficFirst(mv.routes)
+	n := len(order)
+	if mv.eip {
+		n++
+	}
+	var (
+		mu   sync.Mutex
+		next int
+	)
+	// take hands out the next call of the round with its token reserved; ok is false when
+	// none is left.
+	take := func() (i int, cctx context.Context, ok bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if next == n {
+			return 0, nil, false
+		}
+		next++
+		return next - 1, c.withTicket(ctx), true
+	}
+	var wg sync.WaitGroup
+	for range min(c.opts.MaxConcurrency, n) {
 		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			routes[i] = c.moveRoute(ctx, r, m)
+			for {
+				i, cctx, ok := take()
+				if !ok {
+					return
+				}
+				switch {
+				case mv.eip && i == 0:
+					eip = c.associate(cctx, ref, mv.allocID, m)
+					eipDone = time.Since(started)
+				default:
+					if mv.eip {
+						i--
+					}
+					j := order[i]
+					routes[j] = c.moveRoute(cctx, mv.routes[j], m)
+					routes[j].Done = time.Since(started)
+				}
+				c.release(cctx)
+			}
 		})
 	}
 	wg.Wait()
 	return eip, eipDone, routes
+}
+
+// trafficFirst returns the indices of routes, those of tables that carry traffic first, each
+// part in its original order.
+func trafficFirst(routes []Route) []int {
+	order := make([]int, 0, len(routes))
+	for i, r := range routes {
+		if r.Associated {
+			order = append(order, i)
+		}
+	}
+	for i, r := range routes {
+		if !r.Associated {
+			order = append(order, i)
+		}
+	}
+	return order
 }
 
 // Bounds of the verification's re-reads (see Claim).

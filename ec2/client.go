@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,7 +26,7 @@ import (
 
 // Defaults for Options fields left zero.
 const (
-	DefaultMaxConcurrency = 8
+	DefaultMaxConcurrency = 64
 	DefaultCallTimeout    = 5 * time.Second
 	DefaultMaxAttempts    = 5
 	DefaultVerifyWait     = 2 * time.Second
@@ -41,7 +42,9 @@ type Options struct {
 	Region string
 	// Endpoint overrides the EC2 endpoint, e.g. http://127.0.0.1:5000 for moto; "" is AWS.
 	Endpoint string
-	// MaxConcurrency bounds the route calls a Claim makes in parallel (default 8).
+	// MaxConcurrency bounds the calls a Claim makes in parallel (default 64). EC2 accepts
+	// a burst of 50 mutating calls at once; a bound below that spreads a takeover that fits
+	// in the burst over several round trips.
 	MaxConcurrency int
 	// CallTimeout is the limit for one attempt of one API call (default 5s): connecting,
 	// sending, waiting for and reading the answer (it is the HTTP client's timeout). An attempt
@@ -92,6 +95,9 @@ type Client struct {
 	opts    Options
 	log     hclog.Logger
 	retries atomic.Int64
+	// throttles counts the attempts EC2 refused for throttling that the pacer sent again.
+	throttles atomic.Int64
+	pace      *pacer
 
 	mu        sync.Mutex
 	instances map[string]instanceInfo // by instance id
@@ -119,6 +125,7 @@ func New(ctx context.Context, o Options) (*Client, error) {
 		log:       o.Logger.Named("ec2"),
 		instances: map[string]instanceInfo{},
 		eniOwner:  map[string]string{},
+		pace:      newPacer(mutateBurst, mutateRate, paceGuard),
 	}
 	var loadOpts []func(*config.LoadOptions) error
 	if o.Region != "" {
@@ -141,9 +148,13 @@ func New(ctx context.Context, o Options) (*Client, error) {
 		if o.Endpoint != "" {
 			eo.BaseEndpoint = aws.String(o.Endpoint)
 		}
-		eo.HTTPClient = awshttp.NewBuildableClient().WithTimeout(o.CallTimeout)
+		// Keep a connection for every call of a claim's burst: the next takeover then needs
+		// no new connections (and, against EC2, no TLS handshakes).
+		eo.HTTPClient = awshttp.NewBuildableClient().WithTimeout(o.CallTimeout).WithTransportOptions(func(tr *http.Transport) {
+			tr.MaxIdleConnsPerHost = max(tr.MaxIdleConnsPerHost, o.MaxConcurrency)
+		})
 		eo.Retryer = c.retryer
-		eo.APIOptions = append(eo.APIOptions, c.addAttemptLog)
+		eo.APIOptions = append(eo.APIOptions, c.addAttemptLog, c.addPacer)
 		if o.Observer != nil {
 			eo.APIOptions = append(eo.APIOptions, c.addCallObserver)
 		}
@@ -151,8 +162,13 @@ func New(ctx context.Context, o Options) (*Client, error) {
 	return c, nil
 }
 
-// Retries returns how many times a call was retried since the client was built.
+// Retries returns how many times a call was retried since the client was built, the calls
+// the pacer sent again after EC2 throttled them included.
 func (c *Client) Retries() int64 { return c.retries.Load() }
+
+// Throttles returns how many attempts of mutating calls EC2 refused for throttling since the
+// client was built; the pacer sent each again at its next token (see pacer).
+func (c *Client) Throttles() int64 { return c.throttles.Load() }
 
 type attemptKey struct{}
 

@@ -336,10 +336,12 @@ func TestClient_Claim(t *testing.T) {
 		rts := f.world.RouteTableIDs[:2]
 		g := Group{Name: "g1", RouteTableIDs: rts}
 		// Three failures over two routes of two attempts each: exactly one route gives up.
-		f.proxy.FailNext("ReplaceRoute", 3, "RequestLimitExceeded")
+		// (Throttling would not do: the pacer sends a throttled call again without spending
+		// an attempt, see TestClient_ClaimPaced.)
+		f.proxy.FailNext("ReplaceRoute", 3, "Unavailable")
 		rep, err := f.client.Claim(ctx, g, Self{InstanceID: f.inst(1)}, nil)
-		if err == nil || !strings.Contains(err.Error(), "RequestLimitExceeded") {
-			t.Fatalf("claim error = %v, want RequestLimitExceeded", err)
+		if err == nil || !strings.Contains(err.Error(), "Unavailable") {
+			t.Fatalf("claim error = %v, want Unavailable", err)
 		}
 		var failed, replaced int
 		for _, s := range rep.Routes {
@@ -523,8 +525,8 @@ func TestClient_Observe(t *testing.T) {
 		t.Errorf("eip = %+v, want %+v", obs.EIP, wantEIP)
 	}
 	want := []Route{
-		{RouteTableID: rts[0], Destination: DefaultDestination, InstanceID: a, State: RouteActive},
-		{RouteTableID: rts[1], Destination: DefaultDestination, InstanceID: a, State: RouteActive},
+		{RouteTableID: rts[0], Destination: DefaultDestination, InstanceID: a, State: RouteActive, Associated: true},
+		{RouteTableID: rts[1], Destination: DefaultDestination, InstanceID: a, State: RouteActive, Associated: true},
 		{RouteTableID: rts[2], Destination: DefaultDestination, State: RouteMissing},
 	}
 	slices.SortFunc(want, func(x, y Route) int { return strings.Compare(x.RouteTableID, y.RouteTableID) })

@@ -130,6 +130,10 @@ type Route struct {
 	OtherTarget string
 	// State is "active", "blackhole" or "missing".
 	State string
+	// Associated is set when the table carries traffic: subnets are associated with it, or
+	// it is the VPC's main table (which routes every subnet without a table of its own).
+	// A takeover moves these routes first.
+	Associated bool
 }
 
 // Instance is an EC2 instance as far as ownership decisions go.
@@ -393,7 +397,7 @@ func (c *Client) routesOf(tables []types.RouteTable, dests []string) []Route {
 // routeIn describes destination d in table t; an interface target is attributed to the instance
 // it belongs to when known.
 func (c *Client) routeIn(t types.RouteTable, d string) Route {
-	r := Route{RouteTableID: aws.ToString(t.RouteTableId), Destination: d, State: RouteMissing}
+	r := Route{RouteTableID: aws.ToString(t.RouteTableId), Destination: d, State: RouteMissing, Associated: carriesTraffic(t)}
 	for _, rt := range t.Routes {
 		if aws.ToString(rt.DestinationCidrBlock) != d {
 			continue
@@ -417,6 +421,21 @@ func (c *Client) routeIn(t types.RouteTable, d string) Route {
 		break
 	}
 	return r
+}
+
+// carriesTraffic reports whether subnets use table t: an associated subnet, or t is the
+// VPC's main table.
+func carriesTraffic(t types.RouteTable) bool {
+	for _, a := range t.Associations {
+		if a.AssociationState != nil && a.AssociationState.State != types.RouteTableAssociationStateCodeAssociated &&
+			a.AssociationState.State != types.RouteTableAssociationStateCodeAssociating {
+			continue
+		}
+		if aws.ToBool(a.Main) || aws.ToString(a.SubnetId) != "" {
+			return true
+		}
+	}
+	return false
 }
 
 func firstNonEmpty(ss ...*string) string {
