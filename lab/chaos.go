@@ -348,6 +348,15 @@ func (t *truthBook) setEC2(k string) {
 	t.ec2 = k
 }
 
+// agentStarted reports whether host's agent runs, as the driver last set it, and when it was
+// started.
+func (t *truthBook) agentStarted(host string) (running bool, at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	r := t.hosts[host]
+	return r.agent != nil && !r.agent.Exited(), r.agentStart
+}
+
 func (t *truthBook) agentOf(host string) *proc {
 	t.mu.Lock()
 	defer t.mu.Unlock()

@@ -164,8 +164,11 @@ func (c *chaosRun) tryRegister(s faultSpec) *Fault {
 				return nil
 			}
 		}
-		// An agent reads the metadata in its first moments: not while it is starting.
-		if ht := c.ref.last().Hosts[host]; !ht.Agent || time.Since(ht.AgentStart) < imdsAfterStart {
+		// An agent reads the metadata in its first moments: not while it is starting. The
+		// driver's own record decides, not the referee's last sample, which may be 100 ms
+		// old and miss a restart that just happened (a 60-minute run once stopped the mock
+		// 9 ms after the end of a wrong-key fault restarted the agent).
+		if running, started := c.truth.agentStarted(host); !running || time.Since(started) < imdsAfterStart {
 			return nil
 		}
 	}
