@@ -20,18 +20,21 @@ import (
 
 // BenchOptions configure a benchmark run.
 type BenchOptions struct {
-	AgentBin    string
-	HelperCmd   []string
-	Mechanisms  []Mechanism
-	Runs        int           // hard kills per mechanism
-	SpotRuns    int           // spot interruption notices to the owner (natganker only; spot.go)
-	Soak        time.Duration // per loss rate and mechanism
-	Losses      []int         // percent dropped between the NATs
-	Latency     time.Duration // added to every EC2 call
-	ExtraTables int
-	OutDir      string
-	Logger      hclog.Logger
-	Progress    io.Writer
+	AgentBin   string
+	HelperCmd  []string
+	Mechanisms []Mechanism
+	Runs       int // hard kills per mechanism
+	SpotRuns   int // spot interruption notices to the owner (natganker only; spot.go)
+	// FailbackDelay, when set, replaces the agents' default failback_delay (30s): the pair
+	// settles back on nat1 sooner between runs. Detection and handoffs do not depend on it.
+	FailbackDelay time.Duration
+	Soak          time.Duration // per loss rate and mechanism
+	Losses        []int         // percent dropped between the NATs
+	Latency       time.Duration // added to every EC2 call
+	ExtraTables   int
+	OutDir        string
+	Logger        hclog.Logger
+	Progress      io.Writer
 }
 
 // BenchResult is everything a benchmark measured.
@@ -93,7 +96,7 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 		"ec2_throttling":     "mutating burst 50 refill 5/s, describe burst 100 refill 20/s",
 		"route_tables":       fmt.Sprint(1 + o.ExtraTables),
 		"probe_interval":     ProbeInterval.String(),
-		"natganker_config":   "defaults (gossip profile fast, failback auto 30s)",
+		"natganker_config":   natgankerSettings(o.FailbackDelay),
 		"keepalived_config":  "VRRP unicast over the private segment, advert_int 1, preempt, notify_master → aws CLI",
 		"keepalived_version": firstLine(runQuiet("keepalived", "--version")),
 		"aws_cli_version":    firstLine(runQuiet("aws", "--version")),
@@ -117,7 +120,7 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 
 func benchMechanism(ctx context.Context, o BenchOptions, mech Mechanism, res *BenchResult) error {
 	tl := NewTimeline(nil, time.Now())
-	l := New(Options{AgentBin: o.AgentBin, HelperCmd: o.HelperCmd, ExtraTables: o.ExtraTables, Logger: o.Logger, Timeline: tl,
+	l := New(Options{AgentBin: o.AgentBin, HelperCmd: o.HelperCmd, ExtraTables: o.ExtraTables, Logger: o.Logger, Timeline: tl, FailbackDelay: o.FailbackDelay,
 		Proxy: &ec2test.ProxyOptions{Latency: o.Latency, Throttle: true}})
 	defer l.Close()
 	defer func() {

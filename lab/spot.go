@@ -127,6 +127,14 @@ func (tr *Traffic) LostBetween(from, to time.Time) (sent, lost int) {
 	return sent, sent - len(answered)
 }
 
+// natgankerSettings describes the agents' configuration for the results.
+func natgankerSettings(failback time.Duration) string {
+	if failback > 0 {
+		return fmt.Sprintf("defaults (gossip profile fast, failback auto) but failback_delay %s", failback)
+	}
+	return "defaults (gossip profile fast, failback auto 30s)"
+}
+
 // HandoffResult is one planned handoff in the benchmark's results.
 type HandoffResult struct {
 	Host        string  `json:"host"`

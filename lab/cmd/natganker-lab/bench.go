@@ -18,7 +18,7 @@ type benchCmd struct{}
 
 // Usage describes the bench command.
 func (c *benchCmd) Usage() string {
-	return "Usage: natganker-lab bench [-runs 20] [-spot 10] [-soak 10m] [-loss 5,10] [-latency 100ms] [-tables 3] [-mech natganker,keepalived] [-out lab/results]\n"
+	return "Usage: natganker-lab bench [-runs 20] [-spot 10] [-failback-delay 30s] [-soak 10m] [-loss 5,10] [-latency 100ms] [-tables 3] [-mech natganker,keepalived] [-out lab/results]\n"
 }
 
 // Run runs the benchmark and prints the table.
@@ -27,6 +27,7 @@ func (c *benchCmd) Run(ctx context.Context, args []string) error {
 	agentFlag := fs.String("agent", "", "natganker-agent binary (default: bin/natganker-agent, then $PATH)")
 	runs := fs.Int("runs", 20, "hard kills per mechanism")
 	spot := fs.Int("spot", 10, "spot interruption notices to the owner, measured next to the hard kills (natganker only)")
+	failback := fs.Duration("failback-delay", 0, "the agents' failback_delay (0: their default, 30s); shorter settles the pair sooner between runs")
 	soak := fs.Duration("soak", 10*time.Minute, "duration of each loss soak per mechanism (0 skips the soaks)")
 	losses := fs.String("loss", "5,10", "loss rates between the NATs for the soaks, in percent")
 	latency := fs.Duration("latency", 100*time.Millisecond, "latency added to every EC2 call by the proxy")
@@ -37,7 +38,7 @@ func (c *benchCmd) Run(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}
-	o := lab.BenchOptions{Runs: *runs, SpotRuns: *spot, Soak: *soak, Latency: *latency, ExtraTables: *tables - 1, OutDir: *out, Progress: os.Stdout}
+	o := lab.BenchOptions{Runs: *runs, SpotRuns: *spot, FailbackDelay: *failback, Soak: *soak, Latency: *latency, ExtraTables: *tables - 1, OutDir: *out, Progress: os.Stdout}
 	if *tables < 1 {
 		return usageError{"-tables must be at least 1"}
 	}
