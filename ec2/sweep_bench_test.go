@@ -31,25 +31,45 @@ const sweepRuns = 3
 // duration) changes it, e.g. to 0 to see what moto and the client cost by themselves.
 var sweepLatency = 100 * time.Millisecond
 
+// variant is what one way of taking over measured for one table count, over all runs.
+type variant struct {
+	// took is from the decision (Claim called) to all routes verified (Report.Verified);
+	// client to the clients' table moved (its RouteStep.Done).
+	took, client []time.Duration
+	// throttled counts the calls EC2 (the proxy) refused; surfaced the log lines at warn or
+	// error level or about throttling; failed the runs whose claim returned an error.
+	throttled, surfaced, failed int
+}
+
+func (v *variant) add(r claimResult) {
+	v.took = append(v.took, r.took)
+	v.client = append(v.client, r.client)
+	v.throttled += r.throttled
+	v.surfaced += r.surfaced
+	if r.err != nil {
+		v.failed++
+	}
+}
+
 // sweepRow is what the sweep measured for one table count.
 type sweepRow struct {
 	N int
-	// Claim: decision (Claim called) to all routes verified (Report.Verified), and to the
-	// clients' table moved (its RouteStep.Done), one per run.
-	Claim, ClaimClient []time.Duration
-	// Single: the one-call-at-a-time mover, same span, and to the clients' table moved.
-	Single, SingleClient []time.Duration
-	// Throttled counts the calls EC2 (the proxy) refused over all runs of the claim, and
-	// Surfaced the log lines at warn or error level, or info lines about throttling.
-	Throttled, Surfaced int
-	// Before is Claim as it was before the pacer: at most 8 calls at once, throttled calls
-	// left to the SDK's retries; BeforeFailed counts its runs that returned an error.
-	Before       []time.Duration
-	BeforeFailed int
-	// Bare is the same claim with no latency, no throttling and no pacing: what moto and the
-	// client cost by themselves on this machine.
-	Bare []time.Duration
+	// Paced is Claim as the agent makes it; PacedCheck the same while the agent's
+	// permission check (dry runs, permissions.go) has been running for checkLead.
+	Paced, PacedCheck variant
+	// Unpaced and UnpacedCheck are the same with Claim as it was before the pacer: at most
+	// 8 calls at once, throttled calls left to the SDK's retries.
+	Unpaced, UnpacedCheck variant
+	// Single is the one-call-at-a-time mover.
+	Single variant
+	// Bare is Claim with no latency, no throttling and no pacing: what moto and the client
+	// cost by themselves on this machine.
+	Bare variant
 }
+
+// checkLead is how long the permission check runs before the takeover in the *Check
+// variants: at 10 calls a second, enough to empty EC2's burst if nothing holds it back.
+const checkLead = 10 * time.Second
 
 // floor is the least time from decision to all routes verified that EC2's bucket allows:
 // one round trip for the calls while the Elastic IP and the routes fit in the burst, the
@@ -130,7 +150,7 @@ func BenchmarkTableSweep(b *testing.B) {
 			if rows[n] == nil {
 				rows[n] = sweep(b, n, runs)
 			}
-			mean, _ := meanWorst(rows[n].Claim)
+			mean, _ := meanWorst(rows[n].Paced.took)
 			b.ReportMetric(mean.Seconds(), "s/claim")
 			b.ReportMetric(mean.Seconds()/rows[n].floor().Seconds(), "floor-ratio")
 			b.ReportMetric(0, "ns/op")
@@ -186,29 +206,25 @@ func sweep(b *testing.B, n, runs int) *sweepRow {
 		if len(known.Routes) != n {
 			b.Fatalf("observed %d routes, want %d", len(known.Routes), n)
 		}
-		res := sweepClaim(b, f, g, known, bb, clients, claimPaced)
-		row.Claim = append(row.Claim, res.took)
-		row.ClaimClient = append(row.ClaimClient, res.client)
-		row.Throttled += res.throttled
-		row.Surfaced += res.surfaced
-		f.allAt(b, bb)
-
-		f.pointAllAt(b, a)
-		res = sweepClaim(b, f, g, known, bb, clients, claimBefore)
-		row.Before = append(row.Before, res.took)
-		if res.err != nil {
-			row.BeforeFailed++
+		for _, v := range []struct {
+			mode  int
+			check bool
+			into  *variant
+		}{
+			{claimPaced, false, &row.Paced},
+			{claimPaced, true, &row.PacedCheck},
+			{claimUnpaced, false, &row.Unpaced},
+			{claimUnpaced, true, &row.UnpacedCheck},
+			{claimBare, false, &row.Bare},
+		} {
+			f.pointAllAt(b, a)
+			v.into.add(sweepClaim(b, f, g, known, bb, clients, v.mode, v.check))
+			f.allAt(b, bb)
 		}
 
 		f.pointAllAt(b, a)
-		res = sweepClaim(b, f, g, known, bb, clients, claimBare)
-		row.Bare = append(row.Bare, res.took)
-		f.allAt(b, bb)
-
-		f.pointAllAt(b, a)
 		took, client := sweepSingle(b, f, known, bb, clients)
-		row.Single = append(row.Single, took)
-		row.SingleClient = append(row.SingleClient, client)
+		row.Single.add(claimResult{took: took, client: client})
 		f.allAt(b, bb)
 	}
 	return row
@@ -233,9 +249,9 @@ func sweepProxy(b *testing.B, f *fixture, bare bool) (*ec2test.Proxy, string) {
 
 // How sweepClaim claims.
 const (
-	claimPaced  = iota // as the agent does
-	claimBefore        // as before the pacer: 8 calls at once, throttling left to the SDK
-	claimBare          // no latency, no throttling, no pacing
+	claimPaced   = iota // as the agent does
+	claimUnpaced        // as before the pacer: 8 calls at once, throttling left to the SDK
+	claimBare           // no latency, no throttling, no pacing
 )
 
 // claimResult is one takeover by Claim: the time to all routes verified and to the clients'
@@ -247,8 +263,9 @@ type claimResult struct {
 	err                 error
 }
 
-// sweepClaim is one takeover by Claim through a fresh proxy and client.
-func sweepClaim(b *testing.B, f *fixture, g Group, known Observation, self, clients string, mode int) claimResult {
+// sweepClaim is one takeover by Claim through a fresh proxy and client; with check, the
+// client has been checking its permissions for checkLead when the takeover starts.
+func sweepClaim(b *testing.B, f *fixture, g Group, known Observation, self, clients string, mode int, check bool) claimResult {
 	b.Helper()
 	p, ep := sweepProxy(b, f, mode == claimBare)
 	defer p.Close()
@@ -256,7 +273,7 @@ func sweepClaim(b *testing.B, f *fixture, g Group, known Observation, self, clie
 	ctx := context.Background()
 	o := Options{Region: f.world.Region, Endpoint: ep,
 		Logger: hclog.New(&hclog.LoggerOptions{Name: "sweep", Level: hclog.Info, Output: &buf})}
-	if mode == claimBefore {
+	if mode == claimUnpaced {
 		o.MaxConcurrency = 8
 	}
 	c, err := New(ctx, o)
@@ -270,10 +287,25 @@ func sweepClaim(b *testing.B, f *fixture, g Group, known Observation, self, clie
 	if _, err := c.InstanceState(ctx, f.inst(0), self); err != nil {
 		b.Fatal(err)
 	}
+	if check {
+		checkCtx, stop := context.WithCancel(ctx)
+		checked := make(chan struct{})
+		go func() {
+			defer close(checked)
+			_, _ = c.CheckPermissions(checkCtx, g, Self{InstanceID: self}, known)
+		}()
+		defer func() { stop(); <-checked }()
+		t := time.NewTimer(checkLead)
+		select {
+		case <-t.C:
+		case <-checked:
+			t.Stop()
+		}
+	}
 	cctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	rep, err := c.Claim(cctx, g, Self{InstanceID: self}, &known)
-	if err != nil && mode != claimBefore {
+	if err != nil && mode != claimUnpaced {
 		b.Fatalf("claim of %d routes: %v", len(known.Routes), err)
 	}
 	res := claimResult{took: rep.Verified, throttled: p.Faults()[ec2test.FaultThrottle], err: err}
@@ -356,23 +388,33 @@ func secs(d time.Duration) string { return fmt.Sprintf("%.2f", d.Seconds()) }
 // sweepTable lays the rows out as a Markdown table.
 func sweepTable(rows []sweepRow) string {
 	var t strings.Builder
-	t.WriteString("| route tables | Claim mean / worst (s) | floor (s) | ratio mean / worst | clients' table moved, worst (s) | one at a time mean / worst (s) | its clients' table, worst (s) | before the pacer mean / worst (s) | moto alone (s) | issue's floor (s) | throttled calls | throttling or trouble logged |\n")
-	t.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
-	for _, r := range rows {
-		cm, cw := meanWorst(r.Claim)
-		_, ccw := meanWorst(r.ClaimClient)
-		sm, sw := meanWorst(r.Single)
-		_, scw := meanWorst(r.SingleClient)
-		bm, bw := meanWorst(r.Before)
-		before := secs(bm) + " / " + secs(bw)
-		if r.BeforeFailed > 0 {
-			before += fmt.Sprintf(" (%d failed)", r.BeforeFailed)
+	t.WriteString("| route tables | floor (s) | Claim mean / worst (s) | ratio mean / worst | clients' table moved, worst (s) | " +
+		"Claim during a permission check, mean / worst (s) | ratio, worst | " +
+		"unpaced mean / worst (s) | unpaced during a check (s) | one at a time mean / worst (s) | its clients' table, worst (s) | " +
+		"moto alone (s) | issue's floor (s) | throttled calls: paced / unpaced | trouble logged: paced / unpaced |\n")
+	t.WriteString("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	mw := func(v variant) string {
+		m, w := meanWorst(v.took)
+		out := secs(m) + " / " + secs(w)
+		if v.failed > 0 {
+			out += fmt.Sprintf(" (%d failed)", v.failed)
 		}
-		bare, _ := meanWorst(r.Bare)
+		return out
+	}
+	for _, r := range rows {
 		fl := r.floor()
-		fmt.Fprintf(&t, "| %d | %s / %s | %s | %.2f / %.2f | %s | %s / %s | %s | %s | %s | %s | %d | %d |\n",
-			r.N, secs(cm), secs(cw), secs(fl), cm.Seconds()/fl.Seconds(), cw.Seconds()/fl.Seconds(),
-			secs(ccw), secs(sm), secs(sw), secs(scw), before, secs(bare), secs(r.issueFloor()), r.Throttled, r.Surfaced)
+		cm, cw := meanWorst(r.Paced.took)
+		_, ccw := meanWorst(r.Paced.client)
+		_, pcw := meanWorst(r.PacedCheck.took)
+		_, scw := meanWorst(r.Single.client)
+		bare, _ := meanWorst(r.Bare.took)
+		fmt.Fprintf(&t, "| %d | %s | %s | %.2f / %.2f | %s | %s | %.2f | %s | %s | %s | %s | %s | %s | %d / %d | %d / %d |\n",
+			r.N, secs(fl), mw(r.Paced), cm.Seconds()/fl.Seconds(), cw.Seconds()/fl.Seconds(), secs(ccw),
+			mw(r.PacedCheck), pcw.Seconds()/fl.Seconds(),
+			mw(r.Unpaced), mw(r.UnpacedCheck), mw(r.Single), secs(scw),
+			secs(bare), secs(r.issueFloor()),
+			r.Paced.throttled+r.PacedCheck.throttled, r.Unpaced.throttled+r.UnpacedCheck.throttled,
+			r.Paced.surfaced+r.PacedCheck.surfaced, r.Unpaced.surfaced+r.UnpacedCheck.surfaced)
 	}
 	return t.String()
 }
@@ -411,9 +453,9 @@ func writeSweep(base string, started time.Time, runs int, rows []sweepRow, table
 // N (log scale), on the right the ratio to the floor.
 func sweepSVG(rows []sweepRow, started time.Time) string {
 	const (
-		w, h          = 900, 380
+		w, h          = 900, 410
 		panelW        = 360
-		top, bottom   = 50, 320
+		top, bottom   = 65, 330
 		leftA, leftB  = 70, 500
 		xMinN, xMaxN  = 1.0, 200.0
 		ratioTop      = 3.0
@@ -421,12 +463,16 @@ func sweepSVG(rows []sweepRow, started time.Time) string {
 		colorSingle   = "#d9771e"
 		colorFloor    = "#555555"
 		colorClientsC = "#2a9d4a"
+		colorCheck    = "#7b3fbf"
+		colorUnpaced  = "#c0392b"
 	)
 	var yMax float64
 	for _, r := range rows {
-		_, cw := meanWorst(r.Claim)
-		_, sw := meanWorst(r.Single)
-		yMax = max(yMax, cw.Seconds(), sw.Seconds(), r.floor().Seconds())
+		for _, v := range []variant{r.Paced, r.PacedCheck, r.UnpacedCheck, r.Single} {
+			_, w := meanWorst(v.took)
+			yMax = max(yMax, w.Seconds())
+		}
+		yMax = max(yMax, r.floor().Seconds())
 	}
 	yMax = math.Ceil(yMax/5) * 5
 	if yMax == 0 {
@@ -445,9 +491,10 @@ func sweepSVG(rows []sweepRow, started time.Time) string {
 	var s strings.Builder
 	fmt.Fprintf(&s, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" font-family="sans-serif" font-size="11">`+"\n", w, h)
 	fmt.Fprintf(&s, `<rect width="%d" height="%d" fill="white"/>`+"\n", w, h)
-	fmt.Fprintf(&s, `<text x="%d" y="20" font-size="14">%s</text>`+"\n", leftA,
-		html.EscapeString(fmt.Sprintf("Takeover of N route tables, %v per call, EC2's buckets (burst %d, %d/s): decision to all routes verified (%s)",
-			sweepLatency, mutateBurst, mutateRate, started.Format("2006-01-02 15:04Z"))))
+	fmt.Fprintf(&s, `<text x="%d" y="18" font-size="14">Takeover of N route tables: from the decision to all routes verified</text>`+"\n", leftA)
+	fmt.Fprintf(&s, `<text x="%d" y="34">%s</text>`+"\n", leftA, html.EscapeString(fmt.Sprintf(
+		"moto behind the ec2test proxy, %v per call, EC2's token buckets (mutating burst %d, %d/s); run %s",
+		sweepLatency, mutateBurst, mutateRate, started.Format("2006-01-02 15:04Z"))))
 	axes := func(left float64, label string, ticks []float64, tickText func(float64) string, y func(float64) float64) {
 		fmt.Fprintf(&s, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="black"/>`+"\n", left, bottom, left+panelW, bottom)
 		fmt.Fprintf(&s, `<line x1="%.1f" y1="%d" x2="%.1f" y2="%d" stroke="black"/>`+"\n", left, top, left, bottom)
@@ -485,42 +532,47 @@ func sweepSVG(rows []sweepRow, started time.Time) string {
 			fmt.Fprintf(&s, `<circle cx="%.1f" cy="%.1f" r="3" fill="%s"/>`+"\n", pt[0], pt[1], color)
 		}
 	}
-	var floorPts, claimPts, singlePts, clientPts, claimRatio, singleRatio [][2]float64
+	type series struct {
+		pick  func(sweepRow) []time.Duration
+		color string
+		dash  string
+		label string
+		ratio bool
+	}
+	all := []series{
+		{func(r sweepRow) []time.Duration { return []time.Duration{r.floor()} }, colorFloor, "5,4", "floor: 2 round trips + (N+1−50)/5 s", false},
+		{func(r sweepRow) []time.Duration { return r.Single.took }, colorSingle, "", "one call at a time, SDK retries", true},
+		{func(r sweepRow) []time.Duration { return r.UnpacedCheck.took }, colorUnpaced, "", "unpaced (before), during a check", true},
+		{func(r sweepRow) []time.Duration { return r.PacedCheck.took }, colorCheck, "6,2", "Claim during a permission check", true},
+		{func(r sweepRow) []time.Duration { return r.Paced.took }, colorClaim, "", "Claim, paced (tick: worst run)", true},
+		{func(r sweepRow) []time.Duration { return r.Paced.client }, colorClientsC, "2,2", "Claim: clients' table moved", false},
+	}
+	for _, se := range all {
+		var pts, ratios [][2]float64
+		for _, r := range rows {
+			m, _ := meanWorst(se.pick(r))
+			pts = append(pts, [2]float64{x(leftA, r.N), ySec(m.Seconds())})
+			ratios = append(ratios, [2]float64{x(leftB, r.N), yRatio(m.Seconds() / r.floor().Seconds())})
+		}
+		line(pts, se.color, se.dash)
+		if se.ratio {
+			line(ratios, se.color, se.dash)
+		}
+	}
 	for _, r := range rows {
-		cm, cw := meanWorst(r.Claim)
-		sm, _ := meanWorst(r.Single)
-		_, ccw := meanWorst(r.ClaimClient)
+		// The worst run of the paced claim, as a tick above its mean.
+		cm, cw := meanWorst(r.Paced.took)
 		fl := r.floor().Seconds()
-		floorPts = append(floorPts, [2]float64{x(leftA, r.N), ySec(fl)})
-		claimPts = append(claimPts, [2]float64{x(leftA, r.N), ySec(cm.Seconds())})
-		singlePts = append(singlePts, [2]float64{x(leftA, r.N), ySec(sm.Seconds())})
-		clientPts = append(clientPts, [2]float64{x(leftA, r.N), ySec(ccw.Seconds())})
-		claimRatio = append(claimRatio, [2]float64{x(leftB, r.N), yRatio(cm.Seconds() / fl)})
-		singleRatio = append(singleRatio, [2]float64{x(leftB, r.N), yRatio(sm.Seconds() / fl)})
-		// The worst run, as a tick above the mean.
-		fmt.Fprintf(&s, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s"/>`+"\n",
-			x(leftA, r.N), ySec(cm.Seconds()), x(leftA, r.N), ySec(cw.Seconds()), colorClaim)
-		fmt.Fprintf(&s, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s"/>`+"\n",
-			x(leftB, r.N), yRatio(cm.Seconds()/fl), x(leftB, r.N), yRatio(cw.Seconds()/fl), colorClaim)
+		fmt.Fprintf(&s, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="2"/>`+"\n",
+			x(leftA, r.N)+4, ySec(cm.Seconds()), x(leftA, r.N)+4, ySec(cw.Seconds())-2, colorClaim)
+		fmt.Fprintf(&s, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="2"/>`+"\n",
+			x(leftB, r.N)+4, yRatio(cm.Seconds()/fl), x(leftB, r.N)+4, yRatio(cw.Seconds()/fl)-2, colorClaim)
 	}
-	line(floorPts, colorFloor, "5,4")
-	line(singlePts, colorSingle, "")
-	line(claimPts, colorClaim, "")
-	line(clientPts, colorClientsC, "2,2")
-	line(singleRatio, colorSingle, "")
-	line(claimRatio, colorClaim, "")
-
-	legend := []struct{ color, dash, text string }{
-		{colorClaim, "", "Claim, paced (mean; tick: worst run)"},
-		{colorSingle, "", "one call at a time, SDK retries (mean)"},
-		{colorFloor, "5,4", "floor: 2 round trips + (N+1−50)/5 s"},
-		{colorClientsC, "2,2", "Claim: clients' table moved (worst)"},
-	}
-	for i, l := range legend {
-		yy := float64(h - 12)
-		xx := float64(leftA + i*210)
-		fmt.Fprintf(&s, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="2" stroke-dasharray="%s"/>`+"\n", xx, yy-4, xx+20, yy-4, l.color, l.dash)
-		fmt.Fprintf(&s, `<text x="%.1f" y="%.1f">%s</text>`+"\n", xx+25, yy, html.EscapeString(l.text))
+	for i, se := range all {
+		yy := float64(h - 30 + (i/3)*16)
+		xx := float64(leftA + (i%3)*280)
+		fmt.Fprintf(&s, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="2" stroke-dasharray="%s"/>`+"\n", xx, yy-4, xx+20, yy-4, se.color, se.dash)
+		fmt.Fprintf(&s, `<text x="%.1f" y="%.1f">%s</text>`+"\n", xx+25, yy, html.EscapeString(se.label))
 	}
 	s.WriteString("</svg>\n")
 	return s.String()
