@@ -165,6 +165,9 @@ Run "%s <command> -help" (or "%s help <command>") for a command's flags.
 Environment:
   NATGANKER_SOCKET  control socket used by members, status, yield, resume and takeover
                     when -socket is not given (default %s)
+  NATGANKER_PPROF   run: a path prefix; when told to stop, the agent writes its CPU, heap,
+                    allocs and goroutine profiles to PREFIX.cpu, .heap, .allocs, .goroutine
+  GOGC              run: the garbage collector's target percentage (default 50, not Go's 100)
 
 Exit status: 0 success, 1 failure, 2 usage error.
 `, progName, progName, defaultSocketText)

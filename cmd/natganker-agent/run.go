@@ -109,6 +109,7 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
+	tuneGC() // memory.go
 	logger, err := newLogger(cfg.Log, c.stderr)
 	if err != nil {
 		return err
@@ -171,6 +172,8 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 		return err
 	}
 
+	prof := startProfiling(logger) // only when NATGANKER_PPROF is set (pprof.go)
+	defer prof.stop()
 	for stop := false; !stop; {
 		select {
 		case s := <-sigc:
@@ -187,6 +190,7 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 		}
 	}
 
+	prof.stop()
 	return shutdown(logger, sigc, exit,
 		step{"close control socket", srv.Close},
 		step{"stop agent", a.Close}, // hands owned groups over first
