@@ -74,7 +74,7 @@ type Agent struct {
 	health        healthState
 	confirms      map[string]*confirmState
 	leave         *handover
-	publishedMeta string
+	publishedMeta *gossip.Meta // nil until the first publish
 	notes         announced
 
 	ctx       context.Context

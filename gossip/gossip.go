@@ -220,6 +220,11 @@ func (g *Gossip) Start(ctx context.Context) error {
 		mc.PushPullInterval = g.cfg.PushPullInterval
 	}
 	mc.TCPTimeout = 2 * time.Second
+	// memberlist LZW-compresses every message it sends, allocating a 64 KiB table each time,
+	// and keeps the result only when it is smaller, which a probe or an ack never is: an idle
+	// agent spent most of its allocations, and so its GC cycles, on it (BenchmarkFootprint).
+	// A peer decodes compressed messages whatever its own setting, so builds mix.
+	mc.EnableCompression = false
 	if len(g.cfg.EncryptKey) > 0 {
 		kr, err := newKeyring(g.cfg.EncryptKey, g.cfg.OtherKeys)
 		if err != nil {
