@@ -111,9 +111,10 @@ func meanWorst(ds []time.Duration) (mean, worst time.Duration) {
 //
 // It runs each N NATGANKER_SWEEP_RUNS times (default 3) whatever b.N is, and prints mean and
 // worst side by side. With NATGANKER_SWEEP_OUT=dir/base it also writes base.md (the table)
-// and base.svg (the plot). Run with
+// and base.svg (the plot); a relative path is taken from ec2/, where go test runs. Run from
+// the repository's root with
 //
-//	NATGANKER_SWEEP_OUT=lab/results/sweep-$(date -u +%Y%m%dT%H%M%SZ) go test -run '^$' -bench TableSweep -benchtime 1x -timeout 60m ./ec2/
+//	NATGANKER_SWEEP_OUT=$PWD/lab/results/sweep-$(date -u +%Y%m%dT%H%M%SZ) go test -run '^$' -bench TableSweep -benchtime 1x -timeout 60m ./ec2/
 func BenchmarkTableSweep(b *testing.B) {
 	sizes := []int{1, 10, 50, 100, 200}
 	if s := os.Getenv("NATGANKER_SWEEP_TABLES"); s != "" {
@@ -427,12 +428,12 @@ func writeSweep(base string, started time.Time, runs int, rows []sweepRow, table
 	host, _ := os.Hostname()
 	var md strings.Builder
 	fmt.Fprintf(&md, "# Takeover of N route tables at EC2's rate limit (%s)\n\n", started.Format(time.RFC3339))
-	fmt.Fprintf(&md, "`NATGANKER_SWEEP_OUT=%s go test -run '^$' -bench TableSweep -benchtime 1x -timeout 60m ./ec2/`, %d runs per N, "+
+	fmt.Fprintf(&md, "`NATGANKER_SWEEP_OUT=$PWD/lab/results/%s go test -run '^$' -bench TableSweep -benchtime 1x -timeout 60m ./ec2/`, %d runs per N, "+
 		"on %s (%s/%s, %d CPUs), against moto behind the ec2test proxy: %v per call, EC2's token buckets "+
 		"(mutating burst %d, refill %d/s). Each run: fresh proxy and client (full buckets), instance B claims "+
 		"the Elastic IP and N routes from A with its last read (`Claim` with known), timed from the decision to "+
 		"all routes verified (`Report.Verified`). One table, the last created, has a subnet (the clients').\n\n",
-		base, runs, host, runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), sweepLatency, mutateBurst, mutateRate)
+		filepath.Base(base), runs, host, runtime.GOOS, runtime.GOARCH, runtime.NumCPU(), sweepLatency, mutateBurst, mutateRate)
 	md.WriteString("Floor: one round trip for the calls while the Elastic IP and the N routes fit in the burst, " +
 		"(N + 1 − 50)/5 s for the tokens beyond it, one round trip to read back. The issue's floor " +
 		"(one round trip, then (N − 50)/5 s) leaves out the Elastic IP's token and the read-back. " +
