@@ -55,8 +55,11 @@ func (a *Agent) checkPermissions(g *groupState, obs ec2.Observation) {
 	}
 	st.checking = true
 	spec, name := a.spec(g), g.cfg.Name
+	// Dry runs yield to every other mutating call: they take a token of EC2's rate limit
+	// only from a full bucket, so two per route table cost 0.4 s of refill each.
+	budget := 2*a.ec2Budget() + time.Duration(len(obs.Routes))*400*time.Millisecond
 	a.spawn(func() {
-		ctx, cancel := context.WithTimeout(a.ctx, 2*a.ec2Budget())
+		ctx, cancel := context.WithTimeout(a.ctx, budget)
 		defer cancel()
 		p, err := pc.CheckPermissions(ctx, spec, a.self, obs)
 		_ = a.do(a.ctx, func() { a.onPermissions(name, p, err) })

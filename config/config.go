@@ -237,7 +237,7 @@ func Default() *Config {
 			ConfirmTimeout: 300 * time.Millisecond,
 		},
 		EC2: EC2{
-			MaxConcurrency:    8,
+			MaxConcurrency:    64,
 			CallTimeout:       5 * time.Second,
 			ReconcileInterval: 10 * time.Second,
 		},

@@ -199,7 +199,7 @@ func TestDefault(t *testing.T) {
 		{"target", c.Groups[0].Target, "instance"},
 		{"failback", c.Groups[0].Failback, "auto"},
 		{"failback_delay", c.Groups[0].FailbackDelay, 30 * time.Second},
-		{"max_concurrency", c.EC2.MaxConcurrency, 8},
+		{"max_concurrency", c.EC2.MaxConcurrency, 64},
 		{"call_timeout", c.EC2.CallTimeout, 5 * time.Second},
 		{"reconcile_interval", c.EC2.ReconcileInterval, 10 * time.Second},
 		{"socket", c.Control.Socket, "/run/natganker/agent.sock"},

@@ -117,7 +117,7 @@ group "egress" {
 ec2 {
   # region   = "us-east-1"               # default: the instance's region
   # endpoint = "http://127.0.0.1:5000"   # default: AWS; set it for a local EC2 emulator
-  max_concurrency    = 8      # EC2 calls in flight at once during a takeover, 1..64
+  max_concurrency    = 64     # EC2 calls in flight at once during a takeover, 1..64
   # Time limit for one attempt of one EC2 API call. A failed attempt is logged at warn
   # level and retried, up to 5 attempts with backoff, so one call can take several times
   # this long.
