@@ -84,7 +84,7 @@ func killRuns(b *testing.B, bin string, runs int) []time.Duration {
 	start := func(i int) {
 		in := c.world.Instances[i]
 		file := filepath.Join(c.dir, fmt.Sprintf("agent-%d.hcl", i))
-		node := fmt.Sprintf("node {\n  instance_id = %q\n  region = %q\n  availability_zone = \"us-east-1a\"\n  local_ipv4 = %q\n  mac = \"0e:00:00:00:00:1%d\"\n  vpc_cidr = \"127.0.0.0/16\"\n}\nlog {\n  format = \"json\"\n}\n",
+		node := fmt.Sprintf("node {\n  instance_id = %q\n  region = %q\n  availability_zone = \"us-east-1a\"\n  local_ipv4 = %q\n  mac = \"0e:00:00:00:00:1%d\"\n  vpc_cidr = \"127.0.0.0/16\"\n  imds_endpoint = \"http://127.0.0.1:1\"\n}\nlog {\n  format = \"json\"\n}\n",
 			in.ID, c.world.Region, c.addr(i), i)
 		if err := os.WriteFile(file, []byte(node+c.hcl(i)), 0o600); err != nil {
 			b.Fatal(err)

@@ -146,7 +146,7 @@ func startIdle(b *testing.B, bin string, n int, profile bool) *idleCluster {
 		if i == last {
 			cfg += fmt.Sprintf("telemetry {\n  prometheus_listen = %q\n}\n", ic.metricsAddr)
 		}
-		node := fmt.Sprintf("node {\n  instance_id = %q\n  region = %q\n  availability_zone = \"us-east-1a\"\n  local_ipv4 = %q\n  mac = \"0e:00:00:00:00:%02x\"\n  vpc_cidr = \"127.0.0.0/16\"\n}\nlog {\n  format = \"json\"\n}\n",
+		node := fmt.Sprintf("node {\n  instance_id = %q\n  region = %q\n  availability_zone = \"us-east-1a\"\n  local_ipv4 = %q\n  mac = \"0e:00:00:00:00:%02x\"\n  vpc_cidr = \"127.0.0.0/16\"\n  imds_endpoint = \"http://127.0.0.1:1\"\n}\nlog {\n  format = \"json\"\n}\n",
 			in.ID, c.world.Region, c.addr(i), 0x10+i)
 		file := filepath.Join(c.dir, fmt.Sprintf("agent-%d.hcl", i))
 		if err := os.WriteFile(file, []byte(node+cfg), 0o600); err != nil {

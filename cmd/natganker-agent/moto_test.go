@@ -71,6 +71,9 @@ node {
   local_ipv4        = "127.0.0.1"
   mac               = "0e:00:00:00:00:11"
   vpc_cidr          = "10.0.0.0/16"
+  # Every field is given, and the notice poll goes to a closed loopback port: the test
+  # never reaches the machine's own metadata service.
+  imds_endpoint     = "http://127.0.0.1:1"
 }
 gossip {
   bind               = "127.0.0.1:%d"
