@@ -54,6 +54,8 @@ type Options struct {
 	Proxy *ec2test.ProxyOptions
 	// FailbackDelay is written into the agent config when non-zero.
 	FailbackDelay time.Duration
+	// Metrics makes each agent serve Prometheus metrics at MetricsURL (metrics.go).
+	Metrics bool
 	// Logger receives the lab's own logs.
 	Logger hclog.Logger
 	// Timeline receives the events worth showing; may be nil.
