@@ -303,6 +303,7 @@ func (a *Agent) run(ctx context.Context) {
 // evaluate decides every group and acts on the verdicts.
 func (a *Agent) evaluate() {
 	now := time.Now()
+	a.abandonClaims()
 	for _, g := range a.groups {
 		v := a.view(g, now)
 		verdict := Decide(v)

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/natganker/natganker/ec2"
@@ -45,8 +46,9 @@ func (a *Agent) claim(g *groupState, reason string, now time.Time) {
 		obs := g.obs
 		known = &obs
 	}
+	ctx, cancel := context.WithTimeout(a.ctx, 6*a.cfg.EC2.CallTimeout)
+	g.claimCancel = cancel
 	a.spawn(func() {
-		ctx, cancel := context.WithTimeout(a.ctx, 6*a.cfg.EC2.CallTimeout)
 		defer cancel()
 		rep, err := a.deps.Cloud.Claim(ctx, spec, a.self, known)
 		if err == nil {
@@ -75,9 +77,44 @@ func (a *Agent) detectedAt(g *groupState, now time.Time) time.Time {
 	return t
 }
 
+// abandonClaims cancels the claims in progress of a node that may no longer own: it became
+// unhealthy, it is shutting down, or the group was yielded. A claim left to run would move the
+// group back to a node that gave it up: in a chaos run, a failback slowed by throttling
+// finished its second round after the node's public interface had gone down and the peer had
+// taken over, and the group went back and forth. Cancelling may leave the Elastic IP and the
+// routes on different instances, which the desired owner repairs (a split), never on none.
+func (a *Agent) abandonClaims() {
+	healthy, reason := a.healthy()
+	for _, g := range a.groups {
+		if !g.claiming || g.claimCancel == nil || g.abandoned != "" {
+			continue
+		}
+		switch {
+		case !healthy:
+			g.abandoned = "this node is unhealthy: " + reason
+		case a.leave != nil:
+			g.abandoned = "this node is shutting down"
+		case g.yielded:
+			g.abandoned = "the group was yielded"
+		default:
+			continue
+		}
+		a.logger.Warn("abandoning the claim in progress", "group", g.cfg.Name, "why", g.abandoned)
+		g.claimCancel()
+	}
+}
+
 func (a *Agent) onClaimed(r claimResult) {
 	g := r.g
 	g.claiming, g.force = false, false
+	g.claimCancel = nil
+	if why := g.abandoned; why != "" {
+		g.abandoned = ""
+		a.logger.Info("claim abandoned", "group", g.cfg.Name, "why", why, "error", r.err)
+		a.finishWaiters(g, fmt.Errorf("claim abandoned: %s", why))
+		a.observe(g)
+		return
+	}
 	v := r.view
 	v.EIPMoved, v.RoutesMoved, v.Verified = r.report.EIPDone, r.report.RoutesDone, r.report.Verified
 	args := []any{

@@ -447,3 +447,35 @@ func TestLoop_OtherKeyOwnerOnLossyLink(t *testing.T) {
 		t.Fatalf("one lost burst made the node take a running owner: %s", describe(cloud.claimLog()))
 	}
 }
+
+// TestLoop_ClaimAbandonedWhenUnhealthy: a claim in progress (a failback held up by EC2) is
+// cancelled when the node turns unhealthy meanwhile, so that it never moves the group back to
+// a node that gave it up. Found by a 60-minute chaos run: the second round of a slow failback
+// took the group back after the public interface went down, and the peer took it again.
+func TestLoop_ClaimAbandonedWhenUnhealthy(t *testing.T) {
+	noLeak(t)
+	cloud := newFakeCloud("i-a", "rtb-1")
+	hold := make(chan struct{})
+	cloud.set(func(f *fakeCloud) { f.hold = hold })
+	h := &fakeHealth{health: datapath.Health{Healthy: true}}
+	l := startLoop(t, "i-b", loopConfig(200, 100*time.Millisecond), cloud, h)
+	l.gossip.peer("i-a", gossip.StateAlive, 100, true)
+	waitFor(t, "the failback claim to start", func() bool {
+		var claiming bool
+		l.do(context.Background(), func() { claiming = l.groups[0].claiming })
+		return claiming
+	})
+	h.mu.Lock()
+	h.health = datapath.Health{Reason: "interface pub0 is down"}
+	h.mu.Unlock()
+	waitFor(t, "the claim to be abandoned", func() bool { return l.logged("claim abandoned") })
+	close(hold)
+	// Whatever the loop does next, an unhealthy node claims nothing: EC2 stays on i-a.
+	waitFor(t, "a read after the abandoned claim", func() bool { return l.status(t).EC2Owner == "i-a" })
+	if eip, routes := cloud.owners(); eip != "i-a" || routes[0] != "i-a" {
+		t.Fatalf("after the node turned unhealthy its claim moved the group: EIP %s, routes %v", eip, routes)
+	}
+	if n := len(cloud.claimLog()); n != 0 {
+		t.Fatalf("%d claims reached EC2: %s", n, describe(cloud.claimLog()))
+	}
+}

@@ -46,9 +46,13 @@ type groupState struct {
 	eligibleSince time.Time
 	force         bool
 
-	claiming  bool
-	nextClaim time.Time
-	failures  int
+	claiming bool
+	// claimCancel cancels the claim in progress; abandoned says why it was cancelled
+	// (abandonClaims), "" when it was not.
+	claimCancel context.CancelFunc
+	abandoned   string
+	nextClaim   time.Time
+	failures    int
 	// trigger is when the current non-idle verdict first appeared; lastKey identifies it.
 	trigger time.Time
 	lastKey string
