@@ -70,7 +70,9 @@ func (a *Agent) stepHandover(now time.Time) {
 	switch h.phase {
 	case settling:
 		for _, g := range a.groups {
-			if g.claiming {
+			// A claim in progress ends first; and a node stopped before its first read of
+			// EC2 reads it before deciding it owns nothing to hand over.
+			if g.claiming || (!g.observed && g.obsErr == nil) {
 				return
 			}
 		}
