@@ -121,6 +121,10 @@ func (a *Agent) onAnnounced(err error) {
 	owned := a.ownedGroups()
 	switch {
 	case len(owned) == 0:
+		// A peer took the groups on the leaving metadata alone, before the announcement
+		// was confirmed sent; or this node owned none.
+		a.logger.Info("handing over before shutdown", "groups", owned)
+		a.logger.Info("handover complete")
 		a.finishHandover()
 	case !a.anyEligiblePeer():
 		a.logger.Warn(fmt.Sprintf("%s with no eligible peer: groups stay where they are", a.leavingReason()), "groups", owned)

@@ -448,6 +448,10 @@ func TestInvariant_SigtermHandsOver(t *testing.T) {
 		t.Fatalf("client traffic through nat1: %v", err)
 	}
 	pid := readInt(ctx, t, filepath.Join(exits, lab.Nat1+".pid"), 5*time.Second)
+	// SIGTERM a running owner, one that has read EC2: right after its first read it checks
+	// its permissions by dry run and logs the outcome. Stopped before that, it would find
+	// nat2 already holding the group by the time it reads, and have nothing to hand over.
+	waitLogged(ctx, t, p.Lab, lab.Nat1, "dry run", time.Time{}, 20*time.Second)
 
 	at := time.Now()
 	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
