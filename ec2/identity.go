@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -115,20 +116,7 @@ func LoadIdentity(ctx context.Context, endpoint string, override Identity) (Iden
 	if shown == "" {
 		shown = DefaultIMDSEndpoint
 	}
-	client := imds.New(imds.Options{
-		Endpoint:   endpoint,
-		HTTPClient: awshttp.NewBuildableClient().WithTimeout(imdsTimeout),
-		Retryer: retry.NewStandard(func(o *retry.StandardOptions) {
-			o.MaxAttempts = imdsAttempts
-			o.MaxBackoff = 100 * time.Millisecond
-			o.RateLimiter = ratelimit.None
-		}),
-		// IMDSv2 only: falling back to IMDSv1 would double the wait when nothing answers.
-		EnableFallback: aws.FalseTernary,
-		// Otherwise the client waits a flat second before its retry.
-		DisableDefaultMaxBackoff: true,
-		ClientEnableState:        imds.ClientEnabled,
-	})
+	client := newIMDSClient(endpoint, imdsTimeout, imdsAttempts, true)
 
 	var unreachable error
 	failed := map[string]error{}
@@ -219,4 +207,28 @@ func isUnreachable(err error) bool {
 		return false
 	}
 	return true
+}
+
+// newIMDSClient is an IMDSv2-only metadata client for endpoint ("" is the default): each
+// attempt gets timeout, attempts are retried after at most 100 ms, and keepAlive says whether
+// an idle connection is kept between calls.
+func newIMDSClient(endpoint string, timeout time.Duration, attempts int, keepAlive bool) *imds.Client {
+	hc := awshttp.NewBuildableClient().WithTimeout(timeout)
+	if !keepAlive {
+		hc = hc.WithTransportOptions(func(tr *http.Transport) { tr.DisableKeepAlives = true })
+	}
+	return imds.New(imds.Options{
+		Endpoint:   endpoint,
+		HTTPClient: hc,
+		Retryer: retry.NewStandard(func(o *retry.StandardOptions) {
+			o.MaxAttempts = attempts
+			o.MaxBackoff = 100 * time.Millisecond
+			o.RateLimiter = ratelimit.None
+		}),
+		// IMDSv2 only: falling back to IMDSv1 would double the wait when nothing answers.
+		EnableFallback: aws.FalseTernary,
+		// Otherwise the client waits a flat second before its retry.
+		DisableDefaultMaxBackoff: true,
+		ClientEnableState:        imds.ClientEnabled,
+	})
 }

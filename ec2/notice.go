@@ -10,10 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
-	"github.com/aws/aws-sdk-go-v2/aws/retry"
-	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/feature/ec2/imds"
 	smithyhttp "github.com/aws/smithy-go/transport/http"
 )
@@ -80,20 +76,9 @@ func NewNoticeReader(endpoint string) *NoticeReader {
 	if shown == "" {
 		shown = DefaultIMDSEndpoint
 	}
-	return &NoticeReader{endpoint: shown, client: imds.New(imds.Options{
-		Endpoint: endpoint,
-		// A poll every few seconds needs no idle connection kept between polls (nor one
-		// left behind when the agent stops).
-		HTTPClient: awshttp.NewBuildableClient().WithTimeout(noticeAttemptBudget).
-			WithTransportOptions(func(tr *http.Transport) { tr.DisableKeepAlives = true }),
-		Retryer: retry.NewStandard(func(o *retry.StandardOptions) {
-			o.MaxAttempts = 1
-			o.RateLimiter = ratelimit.None
-		}),
-		EnableFallback:           aws.FalseTernary,
-		DisableDefaultMaxBackoff: true,
-		ClientEnableState:        imds.ClientEnabled,
-	})}
+	// One attempt: the next poll is the retry. A poll every few seconds needs no idle
+	// connection kept between polls (nor one left behind when the agent stops).
+	return &NoticeReader{endpoint: shown, client: newIMDSClient(endpoint, noticeAttemptBudget, 1, false)}
 }
 
 // Endpoint is the metadata service's base URL.
