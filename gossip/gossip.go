@@ -134,9 +134,12 @@ type Gossip struct {
 	older   map[string]olderStart
 
 	metaDirty chan struct{}
-	keyring   *memberlist.Keyring // nil without encryption
-	keys      *keyWatch
-	path      *pathWatch
+	// updateMu serialises memberlist's UpdateNode: it reads this node's state outside
+	// memberlist's lock while another call writes it.
+	updateMu sync.Mutex
+	keyring  *memberlist.Keyring // nil without encryption
+	keys     *keyWatch
+	path     *pathWatch
 
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup
@@ -315,6 +318,8 @@ func (g *Gossip) PublishMeta(m Meta, timeout time.Duration) error {
 	if err := g.storeMeta(m); err != nil {
 		return err
 	}
+	g.updateMu.Lock()
+	defer g.updateMu.Unlock()
 	if err := g.ml.UpdateNode(timeout); err != nil {
 		return fmt.Errorf("gossip: publish metadata: %w", err)
 	}
@@ -575,8 +580,12 @@ func (g *Gossip) missingPeers() []string {
 	return missing
 }
 
-// metaLoop pushes metadata changes with UpdateNode, which blocks for the retransmits:
-// done here so that SetMeta never blocks the agent.
+// metaLoop pushes metadata changes with UpdateNode, done here so that SetMeta never
+// blocks the agent. It queues the broadcast and does not wait for its retransmits, so that
+// a PublishMeta behind it is not held up: memberlist reads a timeout of 0 as "wait for
+// ever", so the push passes the shortest one and drops the timeout error it always gets
+// (the broadcast stays queued). storeMeta has already refused the only other error, meta
+// over memberlist's size limit.
 func (g *Gossip) metaLoop(ctx context.Context) {
 	defer g.wg.Done()
 	for {
@@ -584,9 +593,9 @@ func (g *Gossip) metaLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-g.metaDirty:
-			if err := g.ml.UpdateNode(2 * g.cfg.ProbeInterval); err != nil && ctx.Err() == nil {
-				g.logger.Warn("could not publish node metadata", "error", err)
-			}
+			g.updateMu.Lock()
+			_ = g.ml.UpdateNode(time.Nanosecond)
+			g.updateMu.Unlock()
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -242,4 +243,38 @@ func TestNew_KeyLength(t *testing.T) {
 			t.Errorf("%d-byte key refused: %v", n, err)
 		}
 	}
+}
+
+// SetMeta's background push and PublishMeta both call memberlist's UpdateNode, which is not
+// safe to run twice at once; under the race detector this fails without the serialisation,
+// and the peer must end up with the last metadata published.
+func TestGossip_SetMetaDuringPublish(t *testing.T) {
+	pa, pb := freePort(t), freePort(t)
+	a := start(t, testConfig(t, "i-a", pa, fmt.Sprintf("127.0.0.1:%d", pb)))
+	b := start(t, testConfig(t, "i-b", pb, fmt.Sprintf("127.0.0.1:%d", pa)))
+	waitEvent(t, a, "a sees b", func(e Event) bool { return e.Member.Name == "i-b" && e.Kind == EventJoin })
+
+	groups := map[string]GroupMeta{"egress": {Priority: 100}}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 2000; i++ {
+			if err := b.SetMeta(Meta{Healthy: true, Reason: fmt.Sprintf("set %d", i), Groups: groups}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	for i := 0; i < 2000; i++ {
+		// A timeout error is allowed here: only the race matters.
+		_ = b.PublishMeta(Meta{Healthy: true, Reason: fmt.Sprintf("publish %d", i), Groups: groups}, time.Microsecond)
+	}
+	wg.Wait()
+	if err := b.PublishMeta(Meta{Healthy: false, Reason: "last", Groups: groups}, 5*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, a, "a sees b's last metadata", func(e Event) bool {
+		return e.Member.Name == "i-b" && e.Member.Meta.Reason == "last"
+	})
 }
