@@ -18,6 +18,7 @@ type claimResult struct {
 	report  ec2.Report
 	err     error
 	from    string
+	unseen  bool // from was not an alive member when the claim started
 	started time.Time
 }
 
@@ -29,6 +30,7 @@ func (a *Agent) claim(g *groupState, reason string, now time.Time) {
 	}
 	g.claiming = true
 	from := g.owner
+	unseen := from != "" && from != a.id.InstanceID && !a.isAlive(from)
 	detected := a.detectedAt(g, now)
 	view := TakeoverView{Group: g.cfg.Name, From: from, To: a.id.InstanceID, Reason: reason, Started: now, Detected: now.Sub(detected)}
 	if from != a.id.InstanceID {
@@ -55,7 +57,7 @@ func (a *Agent) claim(g *groupState, reason string, now time.Time) {
 			err = rep.Err()
 		}
 		select {
-		case a.claimed <- claimResult{g: g, view: view, report: rep, err: err, from: from, started: now}:
+		case a.claimed <- claimResult{g: g, view: view, report: rep, err: err, from: from, unseen: unseen, started: now}:
 		case <-a.ctx.Done():
 		}
 	})
@@ -142,6 +144,12 @@ func (a *Agent) onClaimed(r claimResult) {
 		}
 		g.claimedAt = time.Now()
 		a.setDisplaced(g, "")
+		if r.from != a.id.InstanceID {
+			g.tookFrom = ""
+			if r.unseen {
+				g.tookFrom = r.from
+			}
+		}
 	}
 	if r.from != a.id.InstanceID || r.err != nil || r.report.EIP.Action == ec2.ActionAssociated {
 		g.last = &v

@@ -240,7 +240,11 @@ func decide(v View) Verdict {
 			return claim("owner %s yielded", v.Owner)
 		}
 		// A live, healthy owner with a lower priority: failback rules, unless the group is
-		// split, which is drift to repair toward this node now.
+		// split, which is drift to repair toward this node now, or the owner took it while
+		// it could not see this node and still cannot (it repairs a split itself).
+		if v.DisplacedBy == v.Owner {
+			return none("%s took the group while it could not see this node and still cannot: failback waits until it can", v.Owner)
+		}
 		if v.ManualFailback {
 			return none("failback is manual: %s keeps the group until it yields", v.Owner)
 		}

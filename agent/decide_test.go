@@ -123,6 +123,15 @@ func TestDecide(t *testing.T) {
 			v.Peers["b"] = dead("b", 100)
 			v.OwnerConfirmedDead = true
 		}, want: ActNone, desired: "a", reason: "not taking it back across a partition"},
+		{name: "OneWayPartitionNoFailback", view: func(v *View) {
+			// b cannot hear a and took the group; a hears b, alive, and would fail back.
+			v.Self, v.Owner, v.DisplacedBy = "a", "b", "b"
+			v.Now = t0.Add(time.Hour)
+		}, want: ActNone, desired: "a", reason: "failback waits until it can"},
+		{name: "OneWayPartitionUnhealthyOwnerTaken", view: func(v *View) {
+			v.Self, v.Owner, v.DisplacedBy = "a", "b", "b"
+			v.Peers["b"] = with(alive("b", 100), func(p *Peer) { p.Healthy, p.Reason = false, "pub0 down" })
+		}, want: ActClaim, desired: "a", reason: "unhealthy"},
 		{name: "PartitionFormerOwnerPeerStopped", view: func(v *View) {
 			v.Self, v.Owner, v.DisplacedBy, v.OwnerRunning = "a", "b", "b", false
 			v.Peers["b"] = dead("b", 100)

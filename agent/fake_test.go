@@ -426,6 +426,13 @@ func (l *loopAgent) status(t *testing.T) GroupView {
 	return st.Groups[0]
 }
 
+// verdict is the decision the loop would take now for group "egress".
+func (l *loopAgent) verdict() Verdict {
+	var v Verdict
+	l.do(context.Background(), func() { v = Decide(l.view(l.groups[0], time.Now())) })
+	return v
+}
+
 // claimsStarted runs two decision rounds (each request to the loop is followed by one) on the
 // latest read and returns how many groups have a claim in flight or done since start.
 func (l *loopAgent) claimsStarted(t *testing.T) int {

@@ -479,3 +479,84 @@ func TestLoop_ClaimAbandonedWhenUnhealthy(t *testing.T) {
 		t.Fatalf("%d claims reached EC2: %s", n, describe(cloud.claimLog()))
 	}
 }
+
+// TestLoop_OneWayPartition: i-b stops hearing i-a (higher priority, the owner), counts it dead
+// and takes the group, while i-a still hears i-b. i-b says so in its metadata (TookUnseen);
+// i-a must not take the group back, neither by failback while it sees i-b alive nor by
+// takeover once its own probes of i-b fail, until i-b sees it again. Without the rule the
+// group went back to i-a about 1.7 s after i-b took it in a lab run.
+func TestLoop_OneWayPartition(t *testing.T) {
+	for _, announcedFirst := range []bool{true, false} {
+		name := "AnnouncedBeforeRead"
+		if !announcedFirst {
+			name = "AnnouncedAfterRead"
+		}
+		t.Run(name, func(t *testing.T) {
+			noLeak(t)
+			cloud := newFakeCloud("i-a", "rtb-1")
+			l := startLoop(t, "i-a", loopConfig(200, 100*time.Millisecond), cloud, nil)
+			l.gossip.peer("i-b", gossip.StateAlive, 100, true)
+			waitFor(t, "the first read", func() bool { return l.status(t).EC2Owner == "i-a" })
+
+			cloud.set(func(f *fakeCloud) { f.eip, f.routes["rtb-1"] = "i-b", "i-b" })
+			deaf := gossip.Meta{Healthy: true, Groups: map[string]gossip.GroupMeta{"egress": {Priority: 100, Owns: true, TookUnseen: true}}}
+			if !announcedFirst {
+				l.gossip.peerMeta("i-b", gossip.StateAlive, gossip.Meta{Healthy: true, Groups: map[string]gossip.GroupMeta{"egress": {Priority: 100, Owns: true}}})
+				waitFor(t, "the read of i-b's takeover", func() bool { return l.status(t).EC2Owner == "i-b" })
+			}
+			l.gossip.peerMeta("i-b", gossip.StateAlive, deaf)
+			waitFor(t, "the one-way partition to be noticed", func() bool { return l.logged("one-way partition suspected") })
+			waitFor(t, "failback to be held", func() bool { return strings.Contains(l.verdict().Reason, "failback waits until it can") })
+
+			// i-a's probes of i-b now fail too: i-b is dead to i-a, EC2 says it runs.
+			l.gossip.peerMeta("i-b", gossip.StateDead, deaf)
+			waitFor(t, "the takeover to be held", func() bool {
+				return strings.Contains(l.verdict().Reason, "not taking it back across a partition")
+			})
+			if n := len(cloud.claimLog()); n != 0 {
+				t.Fatalf("i-a took the group back from a peer that cannot see it: %s", describe(cloud.claimLog()))
+			}
+
+			// i-b hears i-a again and says so: failback rules apply.
+			l.gossip.peer("i-b", gossip.StateAlive, 100, true)
+			waitFor(t, "failback to i-a", func() bool { return cloud.allOn("i-a") })
+			if !l.logged("see each other again") {
+				t.Fatal("i-a did not say why it fails back")
+			}
+		})
+	}
+}
+
+// TestLoop_TookUnseenAnnounced: a node that took the group from an owner it could not see
+// says so while it still cannot see that owner; a takeover from a live owner does not.
+func TestLoop_TookUnseenAnnounced(t *testing.T) {
+	noLeak(t)
+	cloud := newFakeCloud("i-a", "rtb-1")
+	l := startLoop(t, "i-b", loopConfig(100, time.Hour), cloud, nil)
+	l.gossip.peer("i-a", gossip.StateAlive, 200, true)
+	waitFor(t, "the first read", func() bool { return l.status(t).EC2Owner == "i-a" })
+	announced := func() gossip.GroupMeta {
+		var m gossip.Meta
+		l.gossip.set(func(g *fakeGossip) { m = g.meta })
+		return m.Groups["egress"]
+	}
+
+	l.gossip.peer("i-a", gossip.StateDead, 200, true)
+	waitFor(t, "i-b to take the group from the dead i-a", func() bool { return cloud.allOn("i-b") })
+	waitFor(t, "i-b to announce it took the group unseen", func() bool { gm := announced(); return gm.Owns && gm.TookUnseen })
+
+	l.gossip.peer("i-a", gossip.StateAlive, 200, true)
+	waitFor(t, "the announcement to end once i-b sees i-a", func() bool { gm := announced(); return gm.Owns && !gm.TookUnseen })
+
+	// An operator's takeover from a live owner is not one taken unseen.
+	cloud.set(func(f *fakeCloud) { f.eip, f.routes["rtb-1"] = "i-a", "i-a" })
+	l.gossip.peerMeta("i-a", gossip.StateAlive, gossip.Meta{Healthy: true, Groups: map[string]gossip.GroupMeta{"egress": {Priority: 200, Owns: true}}})
+	waitFor(t, "the read of i-a's failback", func() bool { return l.status(t).EC2Owner == "i-a" })
+	if _, err := l.Takeover(context.Background(), []string{"egress"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the forced takeover", func() bool { return cloud.allOn("i-b") && announced().Owns })
+	if announced().TookUnseen {
+		t.Fatal("a takeover from a live owner was announced as taken unseen")
+	}
+}

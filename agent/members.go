@@ -63,12 +63,18 @@ func (a *Agent) onMemberChanged(prev gossip.Member, known bool, m gossip.Member,
 			a.logger.Warn("peer unhealthy", "peer", m.Name, "reason", m.Meta.Reason)
 		}
 	}
-	if m.State == gossip.StateAlive {
-		for _, g := range a.groups {
-			if g.displacedBy == m.Name {
-				a.logger.Info("can see the peer that took over again: failback rules apply", "group", g.cfg.Name, "peer", m.Name)
-				a.setDisplaced(g, "")
-			}
+	if m.State != gossip.StateAlive {
+		return
+	}
+	for _, g := range a.groups {
+		deaf := a.saysTookUnseen(m.Name, g)
+		switch {
+		case g.displacedBy == m.Name && !deaf:
+			a.logger.Info("this node and the peer that took over see each other again: failback rules apply", "group", g.cfg.Name, "peer", m.Name)
+			a.setDisplaced(g, "")
+		case g.displacedBy == "" && deaf && g.lostTo == m.Name && g.owner == m.Name:
+			// Its announcement came after this node's read of the takeover.
+			a.displacedByDeaf(g, m.Name)
 		}
 	}
 }
@@ -131,7 +137,9 @@ func (a *Agent) meta() gossip.Meta {
 	for _, g := range a.groups {
 		// A shutdown is announced by Leaving (with its time), not by yielding every group, so
 		// that an old announcement replayed later can be told apart.
-		m.Groups[g.cfg.Name] = gossip.GroupMeta{Priority: g.cfg.Priority, Yielded: g.yielded, Owns: g.owner == a.id.InstanceID}
+		owns := g.owner == a.id.InstanceID
+		m.Groups[g.cfg.Name] = gossip.GroupMeta{Priority: g.cfg.Priority, Yielded: g.yielded, Owns: owns,
+			TookUnseen: owns && g.tookFrom != "" && !a.isAlive(g.tookFrom)}
 	}
 	return m
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/natganker/natganker/config"
 	"github.com/natganker/natganker/ec2"
+	"github.com/natganker/natganker/gossip"
 )
 
 // groupState is what the run loop knows about one group.
@@ -37,7 +38,14 @@ type groupState struct {
 	layout   string
 	layoutAt time.Time
 
+	// displacedBy names the peer that took the group from this node while this node could
+	// not see it, or while it could not see this node (it says so: GroupMeta.TookUnseen).
+	// lostTo names the peer that took the group from this node at the latest owner change.
 	displacedBy string
+	lostTo      string
+	// tookFrom names the owner this node took the group from at its latest takeover when
+	// that owner was not an alive member then; "" otherwise.
+	tookFrom string
 	// ownsHeard is when each peer, alive, first announced it owns this group.
 	ownsHeard map[string]time.Time
 	// problems are the EC2 findings already logged.
@@ -152,11 +160,22 @@ func (a *Agent) onObserved(r observeResult) {
 	if !g.observed || owner != g.owner {
 		if g.observed {
 			a.logger.Info("owner changed in EC2", "group", g.cfg.Name, "from", orNone(g.owner), "to", orNone(owner))
-			if g.owner == a.id.InstanceID && owner != "" && owner != a.id.InstanceID && a.tookUnseen(g, owner, now) {
+			lost := g.owner == a.id.InstanceID && owner != "" && owner != a.id.InstanceID
+			switch {
+			case lost && a.tookUnseen(g, owner, now):
 				a.setDisplaced(g, owner)
 				a.logger.Warn("a peer this node cannot see took the group: partition suspected; not taking it back while that peer runs",
 					"group", g.cfg.Name, "peer", owner)
+			case lost && a.saysTookUnseen(owner, g):
+				a.displacedByDeaf(g, owner)
 			}
+			g.lostTo = ""
+			if lost {
+				g.lostTo = owner
+			}
+		}
+		if owner != a.id.InstanceID {
+			g.tookFrom = ""
 		}
 		g.owner, g.ownerAt = owner, now
 	}
@@ -186,6 +205,22 @@ func (a *Agent) tookUnseen(g *groupState, peer string, now time.Time) bool {
 	}
 	gone := a.members[peer].Gone
 	return !gone.IsZero() && !gone.Before(since) && !gone.After(learned)
+}
+
+// saysTookUnseen reports whether peer, alive, announces that it took g from an owner it could
+// not reach and still cannot.
+func (a *Agent) saysTookUnseen(peer string, g *groupState) bool {
+	m, ok := a.members[peer]
+	return ok && m.State == gossip.StateAlive && m.MetaErr == "" && m.Meta.Groups[g.cfg.Name].TookUnseen
+}
+
+// displacedByDeaf records that peer, which this node can see, took g from this node because
+// it could not see this node: a one-way partition. Taking the group back would move it to a
+// node that peer counts dead; this node leaves it until peer can see it again.
+func (a *Agent) displacedByDeaf(g *groupState, peer string) {
+	a.setDisplaced(g, peer)
+	a.logger.Warn("a peer that cannot see this node took the group: one-way partition suspected; not taking it back until that peer sees this node again",
+		"group", g.cfg.Name, "peer", peer)
 }
 
 // ownerOf names the instance holding the Elastic IP: the group's owner as EC2 tells it.

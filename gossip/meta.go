@@ -38,6 +38,10 @@ type GroupMeta struct {
 	Priority int
 	Yielded  bool
 	Owns     bool
+	// TookUnseen: this node owns the group because it took it from an owner it could not
+	// reach, and it still cannot reach that owner. The owner that lost the group reads it as
+	// "a partition, not a death": it does not take the group back while this stays set.
+	TookUnseen bool
 }
 
 // wireMeta keeps the encoded form short: metadata travels in every alive message.
@@ -54,6 +58,7 @@ type wireGroupMeta struct {
 	P int  `json:"p"`
 	Y bool `json:"y,omitempty"`
 	O bool `json:"o,omitempty"`
+	U bool `json:"u,omitempty"`
 }
 
 // EncodeMeta returns the wire form of m, or an error when it would not fit in MaxMetaSize.
@@ -68,7 +73,7 @@ func EncodeMeta(m Meta) ([]byte, error) {
 	if len(m.Groups) > 0 {
 		w.G = make(map[string]wireGroupMeta, len(m.Groups))
 		for name, g := range m.Groups {
-			w.G[name] = wireGroupMeta{P: g.Priority, Y: g.Yielded, O: g.Owns}
+			w.G[name] = wireGroupMeta{P: g.Priority, Y: g.Yielded, O: g.Owns, U: g.TookUnseen}
 		}
 	}
 	body, err := json.Marshal(w)
@@ -109,7 +114,7 @@ func DecodeMeta(b []byte) (Meta, error) {
 		if g.P < 0 {
 			return Meta{}, fmt.Errorf("decode node metadata: group %q has negative priority %d", name, g.P)
 		}
-		m.Groups[name] = GroupMeta{Priority: g.P, Yielded: g.Y, Owns: g.O}
+		m.Groups[name] = GroupMeta{Priority: g.P, Yielded: g.Y, Owns: g.O, TookUnseen: g.U}
 	}
 	return m, nil
 }

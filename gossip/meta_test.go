@@ -8,7 +8,7 @@ import (
 
 func TestMeta_RoundTrip(t *testing.T) {
 	in := Meta{Healthy: false, Reason: "egress probe failed", Leaving: true, Groups: map[string]GroupMeta{
-		"egress": {Priority: 200, Owns: true}, "az-b": {Priority: 100, Yielded: true},
+		"egress": {Priority: 200, Owns: true, TookUnseen: true}, "az-b": {Priority: 100, Yielded: true},
 	}}
 	b, err := EncodeMeta(in)
 	if err != nil {
