@@ -374,7 +374,7 @@ func TestInvariant_PartitionNoPingPong(t *testing.T) {
 	if !strings.Contains(back.Reason, "failback") {
 		t.Errorf("nat1 took back with reason %q, want a failback after the heal", back.Reason)
 	}
-	if lns := logged(t, p.Lab, lab.Nat1, "can see the peer that took over again", healed); len(lns) == 0 {
+	if lns := logged(t, p.Lab, lab.Nat1, "see each other again", healed); len(lns) == 0 {
 		t.Errorf("nat1 did not log that it sees nat2 again after the heal")
 	}
 	// nat2 thinks it owns the group until it re-reads EC2; nothing may move when it does.
