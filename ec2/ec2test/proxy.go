@@ -183,11 +183,12 @@ func (p *Proxy) ResetStats() {
 	clear(p.faults)
 }
 
-// Mutations counts the calls in stats of actions that are not Describe*.
+// Mutations counts the calls in stats that may change something: neither Describe* nor dry
+// runs.
 func Mutations(stats map[string]int) int {
 	n := 0
 	for action, c := range stats {
-		if !IsDescribe(action) {
+		if !IsDescribe(action) && !strings.HasPrefix(action, DryRunPrefix) {
 			n += c
 		}
 	}
