@@ -68,11 +68,14 @@ type Agent struct {
 	announced chan error
 
 	// Everything below is owned by the run goroutine.
-	started       time.Time
-	members       map[string]gossip.Member
-	groups        []*groupState
-	health        healthState
-	confirms      map[string]*confirmState
+	started    time.Time
+	members    map[string]gossip.Member
+	groups     []*groupState
+	health     healthState
+	confirms   map[string]*confirmState
+	heartbeats map[string]*heartbeatState
+	// wake makes the loop decide now: a watched owner has gone quiet.
+	wake          chan struct{}
 	leave         *handover
 	publishedMeta *gossip.Meta // nil until the first publish
 	notes         announced
@@ -102,17 +105,19 @@ func New(cfg *config.Config, id ec2.Identity, deps Deps, logger hclog.Logger) (*
 	}
 	a := &Agent{
 		cfg: cfg, id: id, deps: deps, logger: logger.Named("agent"),
-		self:      ec2.Self{InstanceID: id.InstanceID},
-		requests:  make(chan func()),
-		observed:  make(chan observeResult),
-		confirmed: make(chan confirmResult),
-		claimed:   make(chan claimResult),
-		checked:   make(chan datapath.Health),
-		announced: make(chan error),
-		members:   make(map[string]gossip.Member),
-		confirms:  make(map[string]*confirmState),
-		health:    healthState{healthy: true},
-		runDone:   make(chan struct{}),
+		self:       ec2.Self{InstanceID: id.InstanceID},
+		requests:   make(chan func()),
+		observed:   make(chan observeResult),
+		confirmed:  make(chan confirmResult),
+		claimed:    make(chan claimResult),
+		checked:    make(chan datapath.Health),
+		announced:  make(chan error),
+		members:    make(map[string]gossip.Member),
+		confirms:   make(map[string]*confirmState),
+		heartbeats: make(map[string]*heartbeatState),
+		wake:       make(chan struct{}, 1),
+		health:     healthState{healthy: true},
+		runDone:    make(chan struct{}),
 	}
 	for _, g := range cfg.Groups {
 		if g.Target == config.TargetENI {
@@ -284,6 +289,7 @@ func (a *Agent) run(ctx context.Context) {
 		case fn := <-a.requests:
 			fn()
 		case <-evalTick.C:
+		case <-a.wake:
 		case <-observeTick.C:
 			for _, g := range a.groups {
 				a.observe(g)
@@ -304,8 +310,12 @@ func (a *Agent) run(ctx context.Context) {
 func (a *Agent) evaluate() {
 	now := time.Now()
 	a.abandonClaims()
+	watch := make(map[string]string)
 	for _, g := range a.groups {
 		v := a.view(g, now)
+		if successor(v) && a.leave == nil {
+			watch[g.owner] = a.members[g.owner].Addr
+		}
 		verdict := Decide(v)
 		g.fresh = false
 		a.noteVerdict(g, verdict, now)
@@ -329,6 +339,7 @@ func (a *Agent) evaluate() {
 			a.observe(g)
 		}
 	}
+	a.watchOwners(watch, now)
 	a.stepHandover(now)
 	a.publish()
 	a.noteChanges()

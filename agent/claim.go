@@ -30,7 +30,7 @@ func (a *Agent) claim(g *groupState, reason string, now time.Time) {
 	}
 	g.claiming = true
 	from := g.owner
-	unseen := from != "" && from != a.id.InstanceID && !a.isAlive(from)
+	unseen := from != "" && from != a.id.InstanceID && (!a.isAlive(from) || a.confirmedDead(from, now))
 	detected := a.detectedAt(g, now)
 	view := TakeoverView{Group: g.cfg.Name, From: from, To: a.id.InstanceID, Reason: reason, Started: now, Detected: now.Sub(detected)}
 	if from != a.id.InstanceID {
@@ -72,7 +72,7 @@ func (a *Agent) detectedAt(g *groupState, now time.Time) time.Time {
 		t = now
 	}
 	if g.owner != "" && g.owner != a.id.InstanceID && !g.force {
-		if last := a.gossip.LastContact(g.owner); !last.IsZero() && last.Before(t) && !a.isAlive(g.owner) {
+		if last := a.gossip.LastContact(g.owner); !last.IsZero() && last.Before(t) && (!a.isAlive(g.owner) || a.confirmedDead(g.owner, now)) {
 			t = last
 		}
 	}

@@ -40,6 +40,8 @@ type Membership interface {
 	PublishMeta(m gossip.Meta, timeout time.Duration) error
 	// Confirm probes a peer directly.
 	Confirm(ctx context.Context, name, addr string) (gossip.Probe, error)
+	// Heartbeat pings a peer once; an answer counts as contact.
+	Heartbeat(name, addr string) error
 	// Unreadable lists addresses whose gossip this node cannot decrypt.
 	Unreadable() []gossip.Unreadable
 	// PathProblems lists peers whose gossip port lets only one protocol through.

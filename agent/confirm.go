@@ -16,6 +16,10 @@ const (
 	// answerValidFor is how long a burst that found the peer up counts before it is probed
 	// again: an answer is news for a while only.
 	answerValidFor = 10 * time.Second
+	// silentValidFor is how long a burst that found nothing counts against a member that
+	// memberlist still has alive (the heartbeat's fast path): a takeover ahead of gossip's
+	// verdict acts on fresh evidence only.
+	silentValidFor = time.Second
 	// keyWarnEvery is how often the log names again an owner that runs with another key.
 	keyWarnEvery = time.Minute
 	// nonMemberDeadBursts consecutive bursts finding nothing make an instance that is not a
@@ -58,6 +62,9 @@ func (a *Agent) burst(name string, now time.Time) *confirmState {
 	}
 	if _, member := a.members[name]; member {
 		if !c.started.After(a.gossip.LastContact(name)) {
+			return nil
+		}
+		if !c.probe.Alive() && a.isAlive(name) && now.Sub(c.done) >= silentValidFor {
 			return nil
 		}
 	} else if now.Sub(c.done) >= confirmValidFor {
@@ -133,14 +140,15 @@ func (a *Agent) onConfirmed(r confirmResult) {
 	}
 	args := []any{"peer", r.name, "answered", r.probe.Answered, "gossip_port_open", r.probe.Reachable, "probe_ms", r.probe.Took.Milliseconds()}
 	switch {
+	case a.isAlive(r.name):
+		// An early burst while memberlist still counts the owner alive. An open port with
+		// no answer here is a stalled process, not another key (memberlist reads it).
+		a.logger.Debug("owner quiet; direct probes", args...)
 	case r.probe.KeyMismatch():
 		if c.done.Sub(c.keyWarned) >= keyWarnEvery {
 			c.keyWarned = c.done
 			a.logger.Error("peer's gossip port is open but it does not answer probes sealed with this node's key: it runs with a different gossip key; it is not taken for dead. Give every agent the same key", args...)
 		}
-	case a.isAlive(r.name):
-		// An early burst while memberlist still counts the owner alive: only a lead.
-		a.logger.Debug("owner quiet; direct probes", args...)
 	case r.probe.Alive():
 		// Once per time gossip loses the owner, not once per burst.
 		if !c.warned.After(a.members[r.name].Gone) {

@@ -172,9 +172,22 @@ func Desired(peers map[string]Peer) string {
 // this node: releasing a group is done by advertising (yield, unhealthy, leaving) so that
 // the peer that should own it takes it.
 func Decide(v View) Verdict {
+	// An owner that went quiet and then did not answer a burst sent after its last sign of
+	// life is dead as far as this node can tell, whatever memberlist still says: the burst
+	// is the referee either way, and memberlist's suspicion only adds time. Every rule of a
+	// dead owner applies (a partition's included).
+	if p, ok := v.Peers[v.Owner]; ok && p.Alive && v.Owner != v.Self && v.OwnerQuiet && v.OwnerConfirmedDead {
+		v.Peers = maps.Clone(v.Peers)
+		p.Alive = false
+		v.Peers[v.Owner] = p
+		out := decide(v)
+		if out.Action == ActClaim {
+			out.Reason += ", ahead of gossip's verdict"
+		}
+		return out
+	}
 	out := decide(v)
-	// While the owner is quiet and this node would replace it, probe it directly now, so
-	// that the verdict is ready when memberlist declares the death.
+	// While the owner is quiet and this node would replace it, probe it directly now.
 	if out.Action == ActNone && quietLead(v) {
 		out.Action = ActConfirm
 		out.Reason = fmt.Sprintf("owner %s has been quiet: probing it directly ahead of gossip's verdict", v.Owner)
@@ -300,7 +313,13 @@ func decide(v View) Verdict {
 // quietLead reports whether the owner, still alive to memberlist, has gone quiet while this
 // node is the one that would replace it, and no burst has found it gone yet.
 func quietLead(v View) bool {
-	if !v.OwnerQuiet || v.OwnerConfirmedDead || v.Owner == "" || v.Owner == v.Self {
+	return v.OwnerQuiet && !v.OwnerConfirmedDead && successor(v)
+}
+
+// successor reports whether this node would replace the owner, alive to memberlist, if it
+// died: the node that watches the owner with heartbeats.
+func successor(v View) bool {
+	if v.Owner == "" || v.Owner == v.Self {
 		return false
 	}
 	if owner, ok := v.Peers[v.Owner]; !ok || !owner.Alive {

@@ -246,8 +246,18 @@ func TestDecide(t *testing.T) {
 			v.Self, v.OwnerQuiet = "c", true
 			v.Peers = peers(alive("a", 300), alive("b", 200), alive("c", 100))
 		}, want: ActNone},
-		{name: "QuietOwnerAlreadyConfirmedWaitsForGossip", view: func(v *View) { v.OwnerQuiet, v.OwnerConfirmedDead = true, true },
-			want: ActNone, reason: "a should own"},
+		{name: "QuietOwnerConfirmedTakenAheadOfGossip", view: func(v *View) { v.OwnerQuiet, v.OwnerConfirmedDead = true, true },
+			want: ActClaim, desired: "b", reason: "dead (confirmed by direct probes), ahead of gossip's verdict"},
+		{name: "QuietOwnerConfirmedNotSuccessor", view: func(v *View) {
+			v.Self, v.OwnerQuiet, v.OwnerConfirmedDead = "c", true, true
+			v.Peers = peers(alive("a", 300), alive("b", 200), alive("c", 100))
+		}, want: ActNone, desired: "b"},
+		{name: "QuietOwnerConfirmedAcrossOneWayPartition", view: func(v *View) {
+			// a is the former owner that b took the group from without seeing it.
+			v.Self, v.Owner, v.DisplacedBy, v.OwnerQuiet, v.OwnerConfirmedDead = "a", "b", "b", true, true
+		}, want: ActNone, desired: "a", reason: "not taking it back across a partition"},
+		{name: "QuietOwnerOtherKeyNotTaken", view: func(v *View) { v.OwnerQuiet, v.OwnerOtherKey = true, true },
+			want: ActConfirm},
 
 		// An owner that runs with another gossip key.
 		{name: "OtherKeyUnknownOwnerNotTaken", view: func(v *View) {

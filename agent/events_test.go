@@ -106,6 +106,7 @@ func TestLoop_Events(t *testing.T) {
 
 	l.gossip.set(func(g *fakeGossip) {
 		g.contact["i-a"] = time.Now().Add(-time.Second)
+		g.silent["i-a"] = true
 		g.probes["i-a"] = gossip.Probe{Took: 30 * time.Millisecond}
 	})
 	l.gossip.peer("i-a", gossip.StateDead, 200, true)

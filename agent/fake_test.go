@@ -213,20 +213,24 @@ func (f *fakeCloud) DisableSourceDestCheck(ctx context.Context, id string) error
 type fakeGossip struct {
 	events chan gossip.Event
 
-	mu         sync.Mutex
-	members    map[string]gossip.Member
-	contact    map[string]time.Time
-	probes     map[string]gossip.Probe
-	sequence   map[string][]gossip.Probe // answered first, in order, before probes
-	confirms   map[string]int
-	meta       gossip.Meta
-	published  []gossip.Meta // PublishMeta calls
+	mu        sync.Mutex
+	members   map[string]gossip.Member
+	contact   map[string]time.Time
+	probes    map[string]gossip.Probe
+	sequence  map[string][]gossip.Probe // answered first, in order, before probes
+	confirms  map[string]int
+	meta      gossip.Meta
+	published []gossip.Meta // PublishMeta calls
+	// heartbeats counts Heartbeat calls per peer; a peer in silent does not answer them.
+	heartbeats map[string]int
+	silent     map[string]bool
 	unreadable []gossip.Unreadable
 }
 
 func newFakeGossip() *fakeGossip {
 	return &fakeGossip{events: make(chan gossip.Event, 64), members: map[string]gossip.Member{}, contact: map[string]time.Time{},
-		probes: map[string]gossip.Probe{}, sequence: map[string][]gossip.Probe{}, confirms: map[string]int{}}
+		probes: map[string]gossip.Probe{}, sequence: map[string][]gossip.Probe{}, confirms: map[string]int{},
+		heartbeats: map[string]int{}, silent: map[string]bool{}}
 }
 
 func (g *fakeGossip) Start(ctx context.Context) error { return nil }
@@ -280,6 +284,17 @@ func (g *fakeGossip) Confirm(ctx context.Context, name, addr string) (gossip.Pro
 	return p, nil
 }
 
+func (g *fakeGossip) Heartbeat(name, addr string) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.heartbeats[name]++
+	if g.silent[name] {
+		return errors.New("no ack")
+	}
+	g.contact[name] = time.Now()
+	return nil
+}
+
 func (g *fakeGossip) PathProblems() []gossip.PathProblem { return nil }
 
 func (g *fakeGossip) Unreadable() []gossip.Unreadable {
@@ -317,6 +332,10 @@ func (g *fakeGossip) peerMeta(name string, state gossip.State, meta gossip.Meta)
 	}
 	g.mu.Lock()
 	g.members[name] = m
+	if state == gossip.StateAlive {
+		// As gossip does: an alive member's news is contact.
+		g.contact[name] = m.Since
+	}
 	g.mu.Unlock()
 	g.events <- gossip.Event{Kind: kind, Member: m, At: m.Since}
 }

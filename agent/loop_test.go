@@ -39,6 +39,7 @@ func TestLoop_OwnerDiesConfirmedThenClaimed(t *testing.T) {
 	silentSince := time.Now().Add(-900 * time.Millisecond)
 	l.gossip.set(func(g *fakeGossip) {
 		g.contact["i-a"] = silentSince
+		g.silent["i-a"] = true
 		g.probes["i-a"] = gossip.Probe{Took: 250 * time.Millisecond}
 	})
 	l.gossip.peer("i-a", gossip.StateDead, 200, true)
@@ -198,6 +199,7 @@ func TestLoop_QuietOwnerProbedEarly(t *testing.T) {
 	l.gossip.set(func(g *fakeGossip) {
 		g.contact["i-a"] = time.Now().Add(-time.Second)
 		g.probes["i-a"] = gossip.Probe{Answered: true}
+		g.silent["i-a"] = true
 	})
 	l.gossip.peer("i-a", gossip.StateAlive, 200, true)
 	l.gossip.set(func(g *fakeGossip) { g.contact["i-a"] = time.Now().Add(-time.Second) })
@@ -258,8 +260,10 @@ func TestLoop_HandoverOnClose(t *testing.T) {
 func TestLoop_BurstCounts(t *testing.T) {
 	now := time.Now()
 	g := newFakeGossip()
-	a := &Agent{gossip: g, members: map[string]gossip.Member{"i-m": {Name: "i-m"}}, confirms: map[string]*confirmState{}}
+	a := &Agent{gossip: g, members: map[string]gossip.Member{"i-m": {Name: "i-m"}, "i-l": {Name: "i-l", State: gossip.StateAlive}},
+		confirms: map[string]*confirmState{}}
 	g.contact["i-m"] = now.Add(-time.Second)
+	g.contact["i-l"] = now.Add(-3 * time.Second)
 	for _, tt := range []struct {
 		name  string
 		peer  string
@@ -271,6 +275,10 @@ func TestLoop_BurstCounts(t *testing.T) {
 		{"Running", "i-m", confirmState{running: true, started: now}, false},
 		{"NonMemberRecent", "i-x", confirmState{started: now.Add(-time.Second), done: now.Add(-time.Second)}, true},
 		{"NonMemberOld", "i-x", confirmState{started: now.Add(-20 * time.Second), done: now.Add(-20 * time.Second)}, false},
+		// i-l is alive to memberlist: a burst that found it silent counts for a second only.
+		{"AliveMemberSilentFresh", "i-l", confirmState{started: now.Add(-1200 * time.Millisecond), done: now.Add(-900 * time.Millisecond)}, true},
+		{"AliveMemberSilentOld", "i-l", confirmState{started: now.Add(-2 * time.Second), done: now.Add(-1500 * time.Millisecond)}, false},
+		{"AliveMemberAnsweredOld", "i-l", confirmState{started: now.Add(-2 * time.Second), done: now.Add(-1500 * time.Millisecond), probe: gossip.Probe{Answered: true}}, true},
 		{"AnswerExpires", "i-x", confirmState{started: now.Add(-11 * time.Second), done: now.Add(-11 * time.Second), probe: gossip.Probe{Reachable: true}}, false},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -545,6 +553,7 @@ func TestLoop_TookUnseenAnnounced(t *testing.T) {
 	waitFor(t, "i-b to take the group from the dead i-a", func() bool { return cloud.allOn("i-b") })
 	waitFor(t, "i-b to announce it took the group unseen", func() bool { gm := announced(); return gm.Owns && gm.TookUnseen })
 
+	l.gossip.set(func(g *fakeGossip) { g.probes["i-a"] = gossip.Probe{Answered: true} })
 	l.gossip.peer("i-a", gossip.StateAlive, 200, true)
 	waitFor(t, "the announcement to end once i-b sees i-a", func() bool { gm := announced(); return gm.Owns && !gm.TookUnseen })
 
@@ -559,4 +568,61 @@ func TestLoop_TookUnseenAnnounced(t *testing.T) {
 	if announced().TookUnseen {
 		t.Fatal("a takeover from a live owner was announced as taken unseen")
 	}
+}
+
+// TestLoop_HeartbeatFastPath: the successor pings the owner; when the owner stops answering
+// and a burst sent after its last answer finds nothing, the successor takes the group while
+// memberlist still counts the owner alive. An owner that stops answering heartbeats but
+// whose gossip port still accepts connections (a stalled process) is not taken from.
+func TestLoop_HeartbeatFastPath(t *testing.T) {
+	t.Run("SilentOwnerTaken", func(t *testing.T) {
+		noLeak(t)
+		cloud := newFakeCloud("i-a", "rtb-1")
+		l := startLoop(t, "i-b", loopConfig(100, time.Hour), cloud, nil)
+		l.gossip.peer("i-a", gossip.StateAlive, 200, true)
+		waitFor(t, "heartbeats to the owner", func() bool {
+			var n int
+			l.gossip.set(func(g *fakeGossip) { n = g.heartbeats["i-a"] })
+			return n >= 3
+		})
+		if n := l.gossip.confirmCount("i-a"); n != 0 {
+			t.Fatalf("%d bursts at an owner that answers its heartbeats", n)
+		}
+		l.gossip.set(func(g *fakeGossip) { g.silent["i-a"] = true })
+		waitFor(t, "the takeover", func() bool { return cloud.allOn("i-b") })
+		lt := l.status(t).LastTakeover
+		if lt == nil || !strings.Contains(lt.Reason, "ahead of gossip's verdict") {
+			t.Fatalf("takeover = %+v, want one ahead of gossip's verdict", lt)
+		}
+	})
+	t.Run("StalledOwnerKept", func(t *testing.T) {
+		noLeak(t)
+		cloud := newFakeCloud("i-a", "rtb-1")
+		l := startLoop(t, "i-b", loopConfig(100, time.Hour), cloud, nil)
+		l.gossip.set(func(g *fakeGossip) { g.probes["i-a"] = gossip.Probe{Reachable: true} })
+		l.gossip.peer("i-a", gossip.StateAlive, 200, true)
+		waitFor(t, "the first read", func() bool { return l.status(t).EC2Owner == "i-a" })
+		l.gossip.set(func(g *fakeGossip) { g.silent["i-a"] = true })
+		waitFor(t, "a burst at the quiet owner", func() bool { return l.gossip.confirmCount("i-a") > 0 })
+		if !strings.Contains(l.verdict().Reason, "quiet") {
+			t.Fatalf("verdict = %+v", l.verdict())
+		}
+		if cs := cloud.claimLog(); len(cs) != 0 {
+			t.Fatalf("claimed from a stalled owner whose port is open: %s", describe(cs))
+		}
+	})
+	t.Run("OnlyTheSuccessorWatches", func(t *testing.T) {
+		noLeak(t)
+		cloud := newFakeCloud("i-a", "rtb-1")
+		l := startLoop(t, "i-c", loopConfig(100, time.Hour), cloud, nil)
+		l.gossip.peer("i-a", gossip.StateAlive, 300, true)
+		l.gossip.peer("i-b", gossip.StateAlive, 200, true)
+		waitFor(t, "the first read", func() bool { return l.status(t).EC2Owner == "i-a" })
+		_ = l.verdict() // one more decision round on the read
+		var n int
+		l.gossip.set(func(g *fakeGossip) { n = g.heartbeats["i-a"] + g.heartbeats["i-b"] })
+		if n != 0 {
+			t.Fatalf("a node that would not take over sent %d heartbeats", n)
+		}
+	})
 }

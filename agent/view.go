@@ -43,7 +43,7 @@ func (a *Agent) view(g *groupState, now time.Time) View {
 		}
 		if a.isAlive(g.owner) {
 			last := a.gossip.LastContact(g.owner)
-			v.OwnerQuiet = !last.IsZero() && now.Sub(last) >= time.Duration(quietProbes*float64(a.cfg.Gossip.ProbeInterval))
+			v.OwnerQuiet = !last.IsZero() && now.Sub(last) >= a.quietAfter(g.owner, now)
 		}
 	}
 	return v

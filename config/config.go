@@ -105,22 +105,33 @@ type Gossip struct {
 	ConfirmProbes int
 	// ConfirmTimeout bounds the whole confirmation burst.
 	ConfirmTimeout time.Duration
+	// HeartbeatInterval is how often the node that would take a group over pings its owner
+	// directly; an owner silent for HeartbeatMisses of them is probed with a confirmation
+	// burst at once, without waiting for memberlist's verdict. 0 turns this off.
+	HeartbeatInterval time.Duration
 }
+
+// HeartbeatMisses is how many heartbeat intervals without a sign of life make the owner
+// quiet enough to be probed with a confirmation burst.
+const HeartbeatMisses = 2
 
 // profile is a named set of failure-detection timings.
 type profile struct {
-	ProbeInterval  time.Duration
-	ProbeTimeout   time.Duration
-	SuspicionMult  int
-	GossipInterval time.Duration
+	ProbeInterval     time.Duration
+	ProbeTimeout      time.Duration
+	SuspicionMult     int
+	GossipInterval    time.Duration
+	HeartbeatInterval time.Duration
 }
 
 // profiles are the failure-detection profiles gossip.profile may name. "fast" detects a dead
 // peer in about a second on a quiet network; "lan" is memberlist's LAN defaults, slower
 // (5–7 s) but tolerant of long pauses of the process.
 var profiles = map[string]profile{
-	"fast": {ProbeInterval: 200 * time.Millisecond, ProbeTimeout: 100 * time.Millisecond, SuspicionMult: 3, GossipInterval: 100 * time.Millisecond},
-	"lan":  {ProbeInterval: time.Second, ProbeTimeout: 500 * time.Millisecond, SuspicionMult: 4, GossipInterval: 200 * time.Millisecond},
+	"fast": {ProbeInterval: 200 * time.Millisecond, ProbeTimeout: 100 * time.Millisecond, SuspicionMult: 3, GossipInterval: 100 * time.Millisecond,
+		HeartbeatInterval: 50 * time.Millisecond},
+	"lan": {ProbeInterval: time.Second, ProbeTimeout: 500 * time.Millisecond, SuspicionMult: 4, GossipInterval: 200 * time.Millisecond,
+		HeartbeatInterval: 500 * time.Millisecond},
 }
 
 // DefaultProfile is the profile used when gossip.profile is not set.
@@ -224,17 +235,18 @@ func Default() *Config {
 	p := profiles[DefaultProfile]
 	return &Config{
 		Gossip: Gossip{
-			BindAddr:       "0.0.0.0",
-			BindPort:       DefaultGossipPort,
-			AdvertisePort:  DefaultGossipPort,
-			Profile:        DefaultProfile,
-			ProbeInterval:  p.ProbeInterval,
-			ProbeTimeout:   p.ProbeTimeout,
-			SuspicionMult:  p.SuspicionMult,
-			GossipInterval: p.GossipInterval,
-			RejoinInterval: 5 * time.Second,
-			ConfirmProbes:  5,
-			ConfirmTimeout: 300 * time.Millisecond,
+			BindAddr:          "0.0.0.0",
+			BindPort:          DefaultGossipPort,
+			AdvertisePort:     DefaultGossipPort,
+			Profile:           DefaultProfile,
+			ProbeInterval:     p.ProbeInterval,
+			ProbeTimeout:      p.ProbeTimeout,
+			SuspicionMult:     p.SuspicionMult,
+			GossipInterval:    p.GossipInterval,
+			RejoinInterval:    5 * time.Second,
+			ConfirmProbes:     10,
+			ConfirmTimeout:    200 * time.Millisecond,
+			HeartbeatInterval: p.HeartbeatInterval,
 		},
 		EC2: EC2{
 			MaxConcurrency:    64,

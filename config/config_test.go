@@ -192,8 +192,9 @@ func TestDefault(t *testing.T) {
 		{"suspicion_mult", c.Gossip.SuspicionMult, 3},
 		{"gossip_interval", c.Gossip.GossipInterval, 100 * time.Millisecond},
 		{"rejoin_interval", c.Gossip.RejoinInterval, 5 * time.Second},
-		{"confirm_probes", c.Gossip.ConfirmProbes, 5},
-		{"confirm_timeout", c.Gossip.ConfirmTimeout, 300 * time.Millisecond},
+		{"confirm_probes", c.Gossip.ConfirmProbes, 10},
+		{"confirm_timeout", c.Gossip.ConfirmTimeout, 200 * time.Millisecond},
+		{"heartbeat_interval", c.Gossip.HeartbeatInterval, 50 * time.Millisecond},
 		{"discover_route_tables", c.Groups[0].DiscoverRouteTables, true},
 		{"destinations", c.Groups[0].Destinations, []string{"0.0.0.0/0"}},
 		{"target", c.Groups[0].Target, "instance"},
@@ -227,27 +228,28 @@ func TestDefault(t *testing.T) {
 }
 
 func TestParse_Profile(t *testing.T) {
+	ms := time.Millisecond
 	tests := []struct {
 		name   string
 		gossip string
-		want   [4]any // probe_interval, probe_timeout, suspicion_mult, gossip_interval
+		want   [5]any // probe_interval, probe_timeout, suspicion_mult, gossip_interval, heartbeat_interval
 	}{
-		{"DefaultIsFast", ``, [4]any{200 * time.Millisecond, 100 * time.Millisecond, 3, 100 * time.Millisecond}},
-		{"Fast", `profile = "fast"`, [4]any{200 * time.Millisecond, 100 * time.Millisecond, 3, 100 * time.Millisecond}},
-		{"LAN", `profile = "lan"`, [4]any{time.Second, 500 * time.Millisecond, 4, 200 * time.Millisecond}},
+		{"DefaultIsFast", ``, [5]any{200 * ms, 100 * ms, 3, 100 * ms, 50 * ms}},
+		{"Fast", `profile = "fast"`, [5]any{200 * ms, 100 * ms, 3, 100 * ms, 50 * ms}},
+		{"LAN", `profile = "lan"`, [5]any{time.Second, 500 * ms, 4, 200 * ms, 500 * ms}},
 		{"LANWithExplicitProbeInterval", "profile = \"lan\"\nprobe_interval = \"2s\"",
-			[4]any{2 * time.Second, 500 * time.Millisecond, 4, 200 * time.Millisecond}},
+			[5]any{2 * time.Second, 500 * ms, 4, 200 * ms, 500 * ms}},
 		{"FastWithExplicitEverything",
-			"probe_interval = \"300ms\"\nprobe_timeout = \"150ms\"\nsuspicion_mult = 5\ngossip_interval = \"50ms\"",
-			[4]any{300 * time.Millisecond, 150 * time.Millisecond, 5, 50 * time.Millisecond}},
+			"probe_interval = \"300ms\"\nprobe_timeout = \"150ms\"\nsuspicion_mult = 5\ngossip_interval = \"50ms\"\nheartbeat_interval = \"0s\"",
+			[5]any{300 * ms, 150 * ms, 5, 50 * ms, time.Duration(0)}},
 		{"ExplicitBeforeProfile", "suspicion_mult = 2\nprofile = \"lan\"",
-			[4]any{time.Second, 500 * time.Millisecond, 2, 200 * time.Millisecond}},
+			[5]any{time.Second, 500 * ms, 2, 200 * ms, 500 * ms}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			c := mustParse(t, strings.Replace(minimal, "insecure_plaintext = true", "insecure_plaintext = true\n"+tc.gossip, 1))
 			g := c.Gossip
-			got := [4]any{g.ProbeInterval, g.ProbeTimeout, g.SuspicionMult, g.GossipInterval}
+			got := [5]any{g.ProbeInterval, g.ProbeTimeout, g.SuspicionMult, g.GossipInterval, g.HeartbeatInterval}
 			if got != tc.want {
 				t.Errorf("timings = %v, want %v", got, tc.want)
 			}
@@ -373,6 +375,8 @@ func TestParse_BadValue(t *testing.T) {
 		{"ConfirmProbesZero", gossip(`  confirm_probes = 0`), `agent.hcl:3,20-21: gossip.confirm_probes: must be between 1 and 20 (got 0)`},
 		{"ConfirmProbesTooMany", gossip(`  confirm_probes = 21`), `gossip.confirm_probes: must be between 1 and 20 (got 21)`},
 		{"ConfirmTimeout", gossip(`  confirm_timeout = "0s"`), `gossip.confirm_timeout: must be at least 10ms (got 0s)`},
+		{"HeartbeatTooShort", gossip(`  heartbeat_interval = "5ms"`), `gossip.heartbeat_interval: must be "0s" (off) or at least 10ms (got 5ms)`},
+		{"HeartbeatNegative", gossip(`  heartbeat_interval = "-1s"`), `gossip.heartbeat_interval: must be "0s" (off) or at least 10ms (got -1s)`},
 		{"VariableNotAllowed", gossip(`  profile = var.profile`), `agent.hcl:3,13-16: gossip.profile: Variables not allowed;`},
 
 		// other blocks: the attribute is on line 10.

@@ -44,6 +44,7 @@ type gossipBody struct {
 	RejoinInterval    *hcl.Attribute `hcl:"rejoin_interval,optional"`
 	ConfirmProbes     *hcl.Attribute `hcl:"confirm_probes,optional"`
 	ConfirmTimeout    *hcl.Attribute `hcl:"confirm_timeout,optional"`
+	HeartbeatInterval *hcl.Attribute `hcl:"heartbeat_interval,optional"`
 	Rest              hcl.Body       `hcl:",remain"`
 }
 
@@ -235,6 +236,9 @@ func (d *decoder) gossip(block *hcl.Block) {
 	s.duration(b.RejoinInterval, &g.RejoinInterval)
 	s.integer(b.ConfirmProbes, &g.ConfirmProbes)
 	s.duration(b.ConfirmTimeout, &g.ConfirmTimeout)
+	if !s.duration(b.HeartbeatInterval, &g.HeartbeatInterval) && known {
+		g.HeartbeatInterval = p.HeartbeatInterval
+	}
 
 	var bind string
 	if s.str(b.Bind, &bind) {

@@ -208,6 +208,9 @@ func (v *checker) gossip() {
 	v.atLeast(at("gossip", "rejoin_interval"), g.RejoinInterval, time.Second)
 	v.between(at("gossip", "confirm_probes"), g.ConfirmProbes, 1, 20)
 	v.atLeast(at("gossip", "confirm_timeout"), g.ConfirmTimeout, 10*time.Millisecond)
+	if g.HeartbeatInterval != 0 && g.HeartbeatInterval < 10*time.Millisecond {
+		v.fail(at("gossip", "heartbeat_interval"), `must be "0s" (off) or at least 10ms (got %s)`, g.HeartbeatInterval)
+	}
 }
 
 // validPeer reports whether p is a normalized peer address: host:port, where host is an
