@@ -74,7 +74,7 @@ type Agent struct {
 	health     healthState
 	confirms   map[string]*confirmState
 	heartbeats map[string]*heartbeatState
-	// wake makes the loop decide now: a watched owner has gone quiet.
+	// wake makes the loop decide now: a watched peer has gone quiet.
 	wake          chan struct{}
 	leave         *handover
 	publishedMeta *gossip.Meta // nil until the first publish
@@ -313,8 +313,10 @@ func (a *Agent) evaluate() {
 	watch := make(map[string]string)
 	for _, g := range a.groups {
 		v := a.view(g, now)
-		if successor(v) && a.leave == nil {
-			watch[g.owner] = a.members[g.owner].Addr
+		if a.leave == nil {
+			for _, name := range watched(v) {
+				watch[name] = a.members[name].Addr
+			}
 		}
 		verdict := Decide(v)
 		g.fresh = false
@@ -339,7 +341,14 @@ func (a *Agent) evaluate() {
 			a.observe(g)
 		}
 	}
-	a.watchOwners(watch, now)
+	a.watchPeers(watch, now)
+	// A watched peer that went quiet is probed at once, owner or not: the decision counts a
+	// silent peer dead only after a burst.
+	for name, addr := range watch {
+		if a.quiet(name, now) {
+			a.confirmPeer(name, addr, now)
+		}
+	}
 	a.stepHandover(now)
 	a.publish()
 	a.noteChanges()

@@ -598,3 +598,38 @@ group "egress" {
 		t.Fatal("Close hung after a failed Start")
 	}
 }
+
+// TestCluster_SecondDeathOfThree: agents at 300, 200 and 100; 300 dies, 200 takes over, then
+// 200 dies while the third may still count 300 alive. The third takes over. Which path
+// decided (its heartbeat and burst, or memberlist's verdict) and how long it took are logged
+// for the record; timings are the benchmarks' business.
+func TestCluster_SecondDeathOfThree(t *testing.T) {
+	c := newCluster(t, 300, 200, 100)
+	a := c.start(0)
+	c.start(1)
+	third := c.start(2)
+	c.waitMembers(a, 3)
+	c.waitOwner(0, 10*time.Second)
+	c.kill(0)
+	c.waitOwner(1, takeoverBound)
+	c.kill(1)
+	c.waitOwner(2, takeoverBound)
+	// EC2 shows the move before the claim's read-back is done: wait for its report.
+	var lt *TakeoverView
+	for deadline := time.Now().Add(takeoverBound); lt == nil; time.Sleep(20 * time.Millisecond) {
+		st, err := third.Status(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		lt = st.Groups[0].LastTakeover
+		if lt == nil && time.Now().After(deadline) {
+			t.Fatal("no takeover report from the third")
+		}
+	}
+	// From is the owner as the third last read it: the second, or still the first when the
+	// second died before the third's next read.
+	if lt.Error != "" {
+		t.Fatalf("last takeover = %+v", lt)
+	}
+	t.Logf("second death: detected %v before the claim, verified %v after it: %s", lt.Detected, lt.Verified, lt.Reason)
+}

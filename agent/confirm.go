@@ -31,9 +31,12 @@ const (
 // confirmState is the latest confirmation burst at one peer.
 type confirmState struct {
 	running bool
-	started time.Time
-	done    time.Time
-	probe   gossip.Probe
+	// launched is when the running burst started; started, done and probe are the latest
+	// finished burst's, which still counts while the next one runs.
+	launched time.Time
+	started  time.Time
+	done     time.Time
+	probe    gossip.Probe
 	// deadRun counts the consecutive bursts that found nothing.
 	deadRun int
 	// warned and keyWarned are when the log last said the peer answers although gossip
@@ -54,7 +57,7 @@ type confirmResult struct {
 // and a burst that found the peer up only for answerValidFor.
 func (a *Agent) burst(name string, now time.Time) *confirmState {
 	c := a.confirms[name]
-	if c == nil || c.running || c.done.IsZero() {
+	if c == nil || c.done.IsZero() {
 		return nil
 	}
 	if c.probe.Alive() && now.Sub(c.done) >= answerValidFor {
@@ -86,33 +89,43 @@ func (a *Agent) confirmedDead(name string, now time.Time) bool {
 	return true
 }
 
-// confirm probes the group's owner directly, unless a burst is running, just ran, or still
-// counts with a verdict Decide can act on.
+// confirm probes the group's owner directly: at its gossip address, or for an owner that is not
+// a member, at its private IP as EC2 reports it.
 func (a *Agent) confirm(g *groupState, now time.Time) {
 	name := g.owner
-	c := a.confirms[name]
-	if c == nil {
-		c = &confirmState{}
-		a.confirms[name] = c
-	}
-	if c.running || now.Sub(c.started) < reconfirmAfter || now.Sub(c.done) < reconfirmAfter {
-		return
-	}
-	if b := a.burst(name, now); b != nil && (a.confirmedDead(name, now) || b.probe.KeyMismatch()) {
-		return
-	}
 	addr := ""
 	if m, ok := a.members[name]; ok {
 		addr = m.Addr
 	} else if in, ok := g.obs.Instances[name]; ok && in.PrivateIP != "" {
 		addr = net.JoinHostPort(in.PrivateIP, strconv.Itoa(a.cfg.Gossip.AdvertisePort))
 	}
-	if addr == "" {
-		// Nothing to probe: an instance with no address cannot be forwarding traffic.
-		c.probe, c.started, c.done = gossip.Probe{}, now, now
+	a.confirmPeer(name, addr, now)
+}
+
+// confirmPeer probes name at addr directly, unless a burst is running, just ran, or still
+// counts with a verdict Decide can act on.
+func (a *Agent) confirmPeer(name, addr string, now time.Time) {
+	c := a.confirms[name]
+	if c == nil {
+		c = &confirmState{}
+		a.confirms[name] = c
+	}
+	if c.running || now.Sub(c.launched) < reconfirmAfter || now.Sub(c.done) < reconfirmAfter {
 		return
 	}
-	c.running, c.started = true, now
+	if b := a.burst(name, now); b != nil && (a.confirmedDead(name, now) || b.probe.KeyMismatch()) {
+		// A silent verdict against a member memberlist still has alive lasts silentValidFor:
+		// it is renewed halfway, so that it does not lapse while the owner stays silent.
+		if !(a.isAlive(name) && !b.probe.Alive() && now.Sub(b.done) >= silentValidFor/2) {
+			return
+		}
+	}
+	if addr == "" {
+		// Nothing to probe: an instance with no address cannot be forwarding traffic.
+		c.probe, c.started, c.launched, c.done = gossip.Probe{}, now, now, now
+		return
+	}
+	c.running, c.launched = true, now
 	a.spawn(func() {
 		p, err := a.gossip.Confirm(a.ctx, name, addr)
 		select {
@@ -124,7 +137,7 @@ func (a *Agent) confirm(g *groupState, now time.Time) {
 
 func (a *Agent) onConfirmed(r confirmResult) {
 	c := a.confirms[r.name]
-	c.running, c.done = false, time.Now()
+	c.running, c.started, c.done = false, c.launched, time.Now()
 	a.burstFinished(r)
 	if r.err != nil {
 		// No verdict: the burst counts as never sent.
@@ -141,13 +154,13 @@ func (a *Agent) onConfirmed(r confirmResult) {
 	args := []any{"peer", r.name, "answered", r.probe.Answered, "gossip_port_open", r.probe.Reachable, "probe_ms", r.probe.Took.Milliseconds()}
 	switch {
 	case a.isAlive(r.name):
-		// An early burst while memberlist still counts the owner alive. An open port with
+		// An early burst while memberlist still counts the peer alive. An open port with
 		// no answer here is a stalled process, not another key (memberlist reads it).
-		a.logger.Debug("owner quiet; direct probes", args...)
+		a.logger.Debug("peer quiet; direct probes", args...)
 	case r.probe.KeyMismatch():
 		if c.done.Sub(c.keyWarned) >= keyWarnEvery {
 			c.keyWarned = c.done
-			a.logger.Error("peer's gossip port is open but it does not answer probes sealed with this node's key: it runs with a different gossip key; it is not taken for dead. Give every agent the same key", args...)
+			a.logger.Error("peer's gossip port is open but it does not answer probes sealed with this node's key: it runs with a different gossip key (give every agent the same key), or its agent is stalled; it is not taken for dead", args...)
 		}
 	case r.probe.Alive():
 		// Once per time gossip loses the owner, not once per burst.

@@ -285,7 +285,7 @@ func decide(v View) Verdict {
 		case v.OwnerConfirmedDead:
 			return claim("owner %s is dead (confirmed by direct probes)", v.Owner)
 		case v.OwnerOtherKey:
-			return none("gossip lost owner %s but its gossip port is open and it does not answer probes sealed with this node's key: it is up with another key; not taking over", v.Owner)
+			return none("gossip lost owner %s but its gossip port is open and it does not answer probes sealed with this node's key: it is up, with another key or a stalled agent; not taking over", v.Owner)
 		}
 		if owner.Left {
 			// A graceful leave is normally taken over while the owner still announces it
@@ -308,6 +308,28 @@ func decide(v View) Verdict {
 		return claim("owner %s is not a member and does not answer", v.Owner)
 	}
 	return verdict(ActConfirm, "owner %s is not a member", v.Owner)
+}
+
+// watched lists the peers this node pings with heartbeats for the group: while it is eligible,
+// the owner (when it is another alive member) and every alive, eligible peer that outranks
+// it. If they all died, this node would take the group; its own probes tell it so sooner
+// than memberlist's verdicts.
+func watched(v View) []string {
+	self := v.Peers[v.Self]
+	if !self.Eligible() {
+		return nil
+	}
+	var out []string
+	for name, p := range v.Peers {
+		if name == v.Self || !p.Alive {
+			continue
+		}
+		if name == v.Owner || (p.Eligible() && p.outranks(self)) {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
 }
 
 // quietLead reports whether the owner, still alive to memberlist, has gone quiet while this

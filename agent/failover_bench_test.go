@@ -108,7 +108,16 @@ func killRuns(b *testing.B, bin string, runs int) []time.Duration {
 			procs[i] = nil
 		}
 	}
-	b.Cleanup(func() { kill(0); kill(1) })
+	b.Cleanup(func() {
+		kill(0)
+		kill(1)
+		if b.Failed() {
+			for i := range procs {
+				out, _ := os.ReadFile(filepath.Join(c.dir, fmt.Sprintf("agent-%d.log", i)))
+				b.Logf("%s, agent %d log:\n%s", bin, i, out)
+			}
+		}
+	})
 	start(0)
 	start(1)
 	c.waitOwner(0, 20*time.Second)

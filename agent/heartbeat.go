@@ -7,21 +7,22 @@ import (
 	"github.com/natganker/natganker/config"
 )
 
-// The node that would take a group over if its owner died (successor) pings that owner
-// directly every gossip.heartbeat_interval. Each answer is contact; config.HeartbeatMisses
-// intervals without any make the owner quiet, which starts a confirmation burst at once
-// (quietLead), and a burst that finds nothing makes the owner dead for Decide without
-// waiting for memberlist's suspicion timeout. The README's "How fast, how safe" works out the
-// bound and the false-failover odds.
+// An eligible node pings directly, every gossip.heartbeat_interval, each peer that stands
+// between it and a group: the owner, and every eligible peer that outranks it (watched).
+// Each answer is contact; config.HeartbeatMisses intervals without any make the peer quiet,
+// which starts a confirmation burst at once, and a burst that finds nothing makes the peer
+// dead for the decision without waiting for memberlist's suspicion timeout (which, with more
+// members, also waits for confirmations from members that may be dead themselves). The
+// README's "How fast, how safe" works out the bound and the false-failover odds.
 
-// heartbeatState is one owner being watched.
+// heartbeatState is one peer being watched.
 type heartbeatState struct {
 	addr   string
 	since  time.Time
 	cancel context.CancelFunc
 }
 
-// heartbeatQuiet is how long a watched owner may go without a sign of life before it counts
+// heartbeatQuiet is how long a watched peer may go without a sign of life before it counts
 // as quiet; 0 when heartbeats are off.
 func (a *Agent) heartbeatQuiet() time.Duration {
 	return config.HeartbeatMisses * a.cfg.Gossip.HeartbeatInterval
@@ -38,9 +39,25 @@ func (a *Agent) quietAfter(name string, now time.Time) time.Duration {
 	return time.Duration(quietProbes * float64(a.cfg.Gossip.ProbeInterval))
 }
 
-// watchOwners starts a heartbeat to each owner in want (name → gossip address) and stops the
+// quiet reports whether name, alive to memberlist, has shown no sign of life for as long as
+// makes it quiet.
+func (a *Agent) quiet(name string, now time.Time) bool {
+	if !a.isAlive(name) {
+		return false
+	}
+	last := a.gossip.LastContact(name)
+	return !last.IsZero() && now.Sub(last) >= a.quietAfter(name, now)
+}
+
+// silentDead reports whether name, alive to memberlist, is dead as far as this node can tell:
+// quiet, and a burst sent after its last sign of life found nothing.
+func (a *Agent) silentDead(name string, now time.Time) bool {
+	return a.quiet(name, now) && a.confirmedDead(name, now)
+}
+
+// watchPeers starts a heartbeat to each peer in want (name → gossip address) and stops the
 // others.
-func (a *Agent) watchOwners(want map[string]string, now time.Time) {
+func (a *Agent) watchPeers(want map[string]string, now time.Time) {
 	every := a.cfg.Gossip.HeartbeatInterval
 	for name, hb := range a.heartbeats {
 		if addr, ok := want[name]; !ok || addr != hb.addr || every <= 0 {

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"maps"
 	"strings"
 	"testing"
 	"time"
@@ -272,7 +273,8 @@ func TestLoop_BurstCounts(t *testing.T) {
 	}{
 		{"MemberAfterLastContact", "i-m", confirmState{started: now.Add(-500 * time.Millisecond), done: now.Add(-200 * time.Millisecond)}, true},
 		{"MemberBeforeLastContact", "i-m", confirmState{started: now.Add(-2 * time.Second), done: now.Add(-1500 * time.Millisecond)}, false},
-		{"Running", "i-m", confirmState{running: true, started: now}, false},
+		{"Running", "i-m", confirmState{running: true, launched: now}, false},
+		{"RunningAfterOneThatCounts", "i-m", confirmState{running: true, launched: now, started: now.Add(-500 * time.Millisecond), done: now.Add(-200 * time.Millisecond)}, true},
 		{"NonMemberRecent", "i-x", confirmState{started: now.Add(-time.Second), done: now.Add(-time.Second)}, true},
 		{"NonMemberOld", "i-x", confirmState{started: now.Add(-20 * time.Second), done: now.Add(-20 * time.Second)}, false},
 		// i-l is alive to memberlist: a burst that found it silent counts for a second only.
@@ -611,18 +613,29 @@ func TestLoop_HeartbeatFastPath(t *testing.T) {
 			t.Fatalf("claimed from a stalled owner whose port is open: %s", describe(cs))
 		}
 	})
-	t.Run("OnlyTheSuccessorWatches", func(t *testing.T) {
+	t.Run("WatchesWhoStandsBetween", func(t *testing.T) {
+		// i-c (100) watches the owner i-a (300) and i-b (200), which would take the group
+		// before it; not i-d (50). Unhealthy, it watches no one.
 		noLeak(t)
 		cloud := newFakeCloud("i-a", "rtb-1")
-		l := startLoop(t, "i-c", loopConfig(100, time.Hour), cloud, nil)
+		h := &fakeHealth{health: datapath.Health{Healthy: true}}
+		l := startLoop(t, "i-c", loopConfig(100, time.Hour), cloud, h)
 		l.gossip.peer("i-a", gossip.StateAlive, 300, true)
 		l.gossip.peer("i-b", gossip.StateAlive, 200, true)
+		l.gossip.peer("i-d", gossip.StateAlive, 50, true)
 		waitFor(t, "the first read", func() bool { return l.status(t).EC2Owner == "i-a" })
-		_ = l.verdict() // one more decision round on the read
-		var n int
-		l.gossip.set(func(g *fakeGossip) { n = g.heartbeats["i-a"] + g.heartbeats["i-b"] })
-		if n != 0 {
-			t.Fatalf("a node that would not take over sent %d heartbeats", n)
+		beats := func() map[string]int {
+			var m map[string]int
+			l.gossip.set(func(g *fakeGossip) { m = maps.Clone(g.heartbeats) })
+			return m
 		}
+		waitFor(t, "heartbeats to i-a and i-b", func() bool { b := beats(); return b["i-a"] > 0 && b["i-b"] > 0 })
+		if n := beats()["i-d"]; n != 0 {
+			t.Fatalf("%d heartbeats to i-d, which ranks below", n)
+		}
+		h.mu.Lock()
+		h.health = datapath.Health{Reason: "interface pub0 is down"}
+		h.mu.Unlock()
+		waitFor(t, "the heartbeats to stop", func() bool { return l.logged("heartbeat stopped: peer=i-a") && l.logged("heartbeat stopped: peer=i-b") })
 	})
 }

@@ -23,7 +23,13 @@ func (a *Agent) view(g *groupState, now time.Time) View {
 		StartupGraceOver: now.Sub(a.started) >= a.startupGrace(), Forced: g.force && !g.claiming,
 	}
 	for name, m := range a.members {
-		v.Peers[name] = peerOf(m, g.cfg.Name, now)
+		p := peerOf(m, g.cfg.Name, now)
+		// The owner's silence is Decide's to judge (OwnerQuiet, OwnerConfirmedDead); any
+		// other peer found silent and dead by this node's own probes is dead here.
+		if p.Alive && name != g.owner && a.silentDead(name, now) {
+			p.Alive = false
+		}
+		v.Peers[name] = p
 	}
 	v.Peers[a.id.InstanceID] = Peer{
 		Name: a.id.InstanceID, Alive: true, Since: a.started, Healthy: healthy, Reason: reason,

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -30,11 +31,14 @@ type BenchOptions struct {
 	FailbackDelay time.Duration
 	Soak          time.Duration // per loss rate and mechanism
 	Losses        []int         // percent dropped between the NATs
-	Latency       time.Duration // added to every EC2 call
-	ExtraTables   int
-	OutDir        string
-	Logger        hclog.Logger
-	Progress      io.Writer
+	// Stall, when set, is how long the owner's failover process is stalled again and again
+	// per mechanism (stallSoak): a process the kernel still answers for is not dead.
+	Stall       time.Duration
+	Latency     time.Duration // added to every EC2 call
+	ExtraTables int
+	OutDir      string
+	Logger      hclog.Logger
+	Progress    io.Writer
 }
 
 // BenchResult is everything a benchmark measured.
@@ -62,7 +66,11 @@ type RunResult struct {
 
 // SoakResult is one loss soak.
 type SoakResult struct {
+	// Kind is "stall" for a stall soak, "" for a loss soak.
+	Kind            string  `json:"kind,omitempty"`
 	LossPercent     int     `json:"loss_percent"`
+	Stalls          int     `json:"stalls,omitempty"`
+	LongestStall    float64 `json:"longest_stall_s,omitempty"`
 	Seconds         float64 `json:"seconds"`
 	OwnerChanges    int     `json:"owner_changes"`
 	Takeovers       int     `json:"takeovers"`       // agent takeover lines or keepalived MASTER entries
@@ -92,6 +100,7 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 		"spot_runs":          fmt.Sprint(o.SpotRuns),
 		"soak":               o.Soak.String(),
 		"losses":             fmt.Sprint(o.Losses),
+		"stall_soak":         o.Stall.String(),
 		"ec2_latency":        o.Latency.String(),
 		"ec2_throttling":     "mutating burst 50 refill 5/s, describe burst 100 refill 20/s",
 		"route_tables":       fmt.Sprint(1 + o.ExtraTables),
@@ -192,6 +201,21 @@ func benchMechanism(ctx context.Context, o BenchOptions, mech Mechanism, res *Be
 		fmt.Fprintf(o.Progress, "%-10s soak %d%% loss for %s: %d false failovers, %d owner changes in EC2, longest client gap %.2fs\n",
 			mech, loss, o.Soak, s.FalseFailovers, s.OwnerChanges, s.ClientOutageMax)
 	}
+	if o.Stall > 0 {
+		if _, err := l.WaitOwner(ctx, Nat1, 120*time.Second); err != nil {
+			return fmt.Errorf("stall soak: %w", err)
+		}
+		if _, err := l.settle(ctx, mech, 90*time.Second); err != nil {
+			return fmt.Errorf("stall soak: %w", err)
+		}
+		s, err := l.stallSoak(ctx, tr, mech, o.Stall)
+		if err != nil {
+			return fmt.Errorf("stall soak: %w", err)
+		}
+		res.Soaks[mech] = append(res.Soaks[mech], s)
+		fmt.Fprintf(o.Progress, "%-10s stall soak for %s: owner stalled %d times (longest %.1fs): %d false failovers, %d owner changes in EC2, longest client gap %.2fs\n",
+			mech, o.Stall, s.Stalls, s.LongestStall, s.FalseFailovers, s.OwnerChanges, s.ClientOutageMax)
+	}
 	return nil
 }
 
@@ -269,11 +293,56 @@ func (l *Lab) soak(ctx context.Context, tr *Traffic, mech Mechanism, loss int, d
 			return s, err
 		}
 	}
+	return s, l.countSoak(ctx, &s, tr, mech, start, end)
+}
+
+// stallLongest is the longest stall of a stall soak: longer than keepalived's dead interval
+// (3 adverts) and than memberlist's suspicion, so both detectors see the owner go silent.
+const stallLongest = 4 * time.Second
+
+// stallSoak stalls nat1's failover process (SIGSTOP to its process group) for 0.2 s to
+// stallLongest, lets it run for 1–3 s, and again, for d; the kernel keeps forwarding and
+// answering TCP handshakes meanwhile, as under a CPU hog that starves the process. It counts
+// ownership changes as soak does.
+func (l *Lab) stallSoak(ctx context.Context, tr *Traffic, mech Mechanism, d time.Duration) (SoakResult, error) {
+	s := SoakResult{Kind: "stall"}
+	start := time.Now()
+	l.tl.Add(start, "lab", "stall soak: stalling nat1's %s again and again for %s", mech, d)
+	for time.Since(start) < d && ctx.Err() == nil {
+		pid := l.NodePID(Nat1)
+		if pid == 0 {
+			return s, fmt.Errorf("%s on %s is not running", mech, Nat1)
+		}
+		stall := 200*time.Millisecond + time.Duration(rand.Int64N(int64(stallLongest-200*time.Millisecond)))
+		if err := syscall.Kill(-pid, syscall.SIGSTOP); err != nil {
+			return s, fmt.Errorf("stall %s: %w", Nat1, err)
+		}
+		l.tl.Add(time.Now(), Nat1, "stalled for %s (SIGSTOP)", stall.Round(time.Millisecond))
+		select {
+		case <-ctx.Done():
+		case <-time.After(stall):
+		}
+		if err := syscall.Kill(-pid, syscall.SIGCONT); err != nil {
+			return s, fmt.Errorf("resume %s: %w", Nat1, err)
+		}
+		s.Stalls++
+		s.LongestStall = max(s.LongestStall, stall.Seconds())
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second + time.Duration(rand.Int64N(int64(2*time.Second)))):
+		}
+	}
+	end := time.Now()
+	return s, l.countSoak(ctx, &s, tr, mech, start, end)
+}
+
+// countSoak fills in what happened between start and end of a soak.
+func (l *Lab) countSoak(ctx context.Context, s *SoakResult, tr *Traffic, mech Mechanism, start, end time.Time) error {
 	s.Seconds = end.Sub(start).Seconds()
 	// A soak only counts when both NATs ran their failover process from start to end.
 	for _, h := range []string{Nat1, Nat2} {
 		if !l.NodeRunning(h) {
-			return s, fmt.Errorf("%s on %s is not running at the end of the soak", mech, h)
+			return fmt.Errorf("%s on %s is not running at the end of the soak", mech, h)
 		}
 	}
 	for _, c := range l.OwnerChanges() {
@@ -302,7 +371,7 @@ func (l *Lab) soak(ctx context.Context, tr *Traffic, mech Mechanism, loss int, d
 		}
 	}
 	s.ClientOutageMax = tr.LongestGap(start, end).Seconds()
-	return s, ctx.Err()
+	return ctx.Err()
 }
 
 // setLoss makes host drop percent of the packets it sends to its peer (0 removes the rule).
@@ -384,7 +453,11 @@ func (r *BenchResult) Table() string {
 	fmt.Fprintf(&b, "\n| mechanism | loss between NATs | soak | false failovers (standby took over) | ownership changes in EC2 | longest client gap |\n|---|---|---|---|---|---|\n")
 	for _, m := range mechs {
 		for _, s := range r.Soaks[m] {
-			fmt.Fprintf(&b, "| %s | %d%% | %.0f s | %d | %d | %.2f s |\n", m, s.LossPercent, s.Seconds, s.FalseFailovers, s.OwnerChanges, s.ClientOutageMax)
+			what := fmt.Sprintf("%d%%", s.LossPercent)
+			if s.Kind == "stall" {
+				what = fmt.Sprintf("none; owner's process stalled %d times, 0.2–%.1f s", s.Stalls, s.LongestStall)
+			}
+			fmt.Fprintf(&b, "| %s | %s | %.0f s | %d | %d | %.2f s |\n", m, what, s.Seconds, s.FalseFailovers, s.OwnerChanges, s.ClientOutageMax)
 		}
 	}
 	if a, k := r.Failovers[Natganker], r.Failovers[Keepalived]; len(a) > 0 && len(k) > 0 {

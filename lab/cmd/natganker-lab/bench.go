@@ -18,7 +18,7 @@ type benchCmd struct{}
 
 // Usage describes the bench command.
 func (c *benchCmd) Usage() string {
-	return "Usage: natganker-lab bench [-runs 20] [-spot 10] [-failback-delay 30s] [-soak 10m] [-loss 5,10] [-latency 100ms] [-tables 3] [-mech natganker,keepalived] [-out lab/results]\n"
+	return "Usage: natganker-lab bench [-runs 20] [-spot 10] [-failback-delay 30s] [-soak 10m] [-loss 5,10] [-stall 0] [-latency 100ms] [-tables 3] [-mech natganker,keepalived] [-out lab/results]\n"
 }
 
 // Run runs the benchmark and prints the table.
@@ -30,6 +30,7 @@ func (c *benchCmd) Run(ctx context.Context, args []string) error {
 	failback := fs.Duration("failback-delay", 0, "the agents' failback_delay (0: their default, 30s); shorter settles the pair sooner between runs")
 	soak := fs.Duration("soak", 10*time.Minute, "duration of each loss soak per mechanism (0 skips the soaks)")
 	losses := fs.String("loss", "5,10", "loss rates between the NATs for the soaks, in percent")
+	stall := fs.Duration("stall", 0, "duration of the stall soak per mechanism: the owner's process is stopped for 0.2-4 s again and again (0 skips it)")
 	latency := fs.Duration("latency", 100*time.Millisecond, "latency added to every EC2 call by the proxy")
 	tables := fs.Int("tables", 3, "route tables pointing at the owner (the client's plus extras)")
 	mechs := fs.String("mech", "natganker,keepalived", "mechanisms to measure")
@@ -38,7 +39,7 @@ func (c *benchCmd) Run(ctx context.Context, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}
-	o := lab.BenchOptions{Runs: *runs, SpotRuns: *spot, FailbackDelay: *failback, Soak: *soak, Latency: *latency, ExtraTables: *tables - 1, OutDir: *out, Progress: os.Stdout}
+	o := lab.BenchOptions{Runs: *runs, SpotRuns: *spot, FailbackDelay: *failback, Soak: *soak, Stall: *stall, Latency: *latency, ExtraTables: *tables - 1, OutDir: *out, Progress: os.Stdout}
 	if *tables < 1 {
 		return usageError{"-tables must be at least 1"}
 	}
