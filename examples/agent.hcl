@@ -71,8 +71,9 @@ gossip {
   confirm_probes  = 10
   confirm_timeout = "200ms"
 
-  # The agent next in line for a group pings its owner this often; two intervals without an
-  # answer start the confirmation burst at once, without waiting for memberlist's verdict.
+  # Each agent pings the owner of a group, and the agents ranked above it, this often; two
+  # intervals without an answer start the confirmation burst at once, without waiting for
+  # memberlist's verdict.
   # From the profile (fast: 50ms, lan: 500ms); "0s" turns it off.
   # heartbeat_interval = "50ms"
 }
