@@ -123,8 +123,10 @@ func killRuns(b *testing.B, bin string, runs int) []time.Duration {
 	c.waitOwner(0, 20*time.Second)
 	var took []time.Duration
 	for i := 0; i < runs; i++ {
-		// Both agents must be members again before the kill, or it measures a rejoin.
+		// Both agents must be members again before the kill, or it measures a rejoin: nat2
+		// has logged nat1 alive once per start, and not gone since.
 		c.waitLogged(1, `"peer alive"`, i+1)
+		c.waitPeerAlive(1)
 		time.Sleep(time.Duration(rand.IntN(300)) * time.Millisecond)
 		killed := time.Now()
 		kill(0)
@@ -134,6 +136,21 @@ func killRuns(b *testing.B, bin string, runs int) []time.Duration {
 		c.waitOwner(0, 30*time.Second)
 	}
 	return took
+}
+
+// waitPeerAlive waits until the latest peer line in agent i's log file says "peer alive".
+func (c *cluster) waitPeerAlive(i int) {
+	c.t.Helper()
+	path := filepath.Join(c.dir, fmt.Sprintf("agent-%d.log", i))
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		b, _ := os.ReadFile(path)
+		if strings.LastIndex(string(b), `"peer alive"`) > strings.LastIndex(string(b), `"peer gone"`) {
+			return
+		}
+		if time.Now().After(deadline) {
+			c.t.Fatalf("agent %d does not see its peer alive:\n%s", i, b)
+		}
+	}
 }
 
 // waitLogged waits until agent i's log file holds at least n lines containing s.
