@@ -96,7 +96,7 @@ bench: deps build
 
 ## bench-quick: the same with fewer runs and short soaks, for a quick look
 bench-quick: deps build
-	$(BIN)/natganker-lab bench -agent $(BIN)/natganker-agent -runs 5 -soak 1m
+	$(BIN)/natganker-lab bench -agent $(BIN)/natganker-agent -runs 5 -soak 1m -stall 1m
 
 ## chaos: MINUTES (default 10) of random faults in the lab, judged by a referee independent of
 ## the agent; results under lab/results/chaos-<time>.*. SEED=n replays a run's draws.

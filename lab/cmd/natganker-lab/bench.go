@@ -18,19 +18,19 @@ type benchCmd struct{}
 
 // Usage describes the bench command.
 func (c *benchCmd) Usage() string {
-	return "Usage: natganker-lab bench [-runs 20] [-spot 10] [-failback-delay 30s] [-soak 10m] [-loss 5,10] [-stall 0] [-latency 100ms] [-tables 3] [-mech natganker,keepalived] [-out lab/results]\n"
+	return "Usage: natganker-lab bench [-runs 30] [-spot 10] [-failback-delay 30s] [-soak 10m] [-loss 5,10,20] [-stall 10m] [-latency 100ms] [-tables 3] [-mech natganker,keepalived] [-out lab/results]\n"
 }
 
 // Run runs the benchmark and prints the table.
 func (c *benchCmd) Run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	agentFlag := fs.String("agent", "", "natganker-agent binary (default: bin/natganker-agent, then $PATH)")
-	runs := fs.Int("runs", 20, "hard kills per mechanism")
+	runs := fs.Int("runs", 30, "hard kills per mechanism")
 	spot := fs.Int("spot", 10, "spot interruption notices to the owner, measured next to the hard kills (natganker only)")
 	failback := fs.Duration("failback-delay", 0, "the agents' failback_delay (0: their default, 30s); shorter settles the pair sooner between runs")
 	soak := fs.Duration("soak", 10*time.Minute, "duration of each loss soak per mechanism (0 skips the soaks)")
-	losses := fs.String("loss", "5,10", "loss rates between the NATs for the soaks, in percent")
-	stall := fs.Duration("stall", 0, "duration of the stall soak per mechanism: the owner's process is stopped for 0.2-4 s again and again (0 skips it)")
+	losses := fs.String("loss", "5,10,20", "loss rates between the NATs for the soaks, in percent")
+	stall := fs.Duration("stall", 10*time.Minute, "duration of the stall soak per mechanism: the owner's process is stopped for 0.2-4 s again and again (0 skips it)")
 	latency := fs.Duration("latency", 100*time.Millisecond, "latency added to every EC2 call by the proxy")
 	tables := fs.Int("tables", 3, "route tables pointing at the owner (the client's plus extras)")
 	mechs := fs.String("mech", "natganker,keepalived", "mechanisms to measure")
