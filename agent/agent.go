@@ -312,6 +312,7 @@ func (a *Agent) evaluate() {
 	a.abandonClaims()
 	watch := make(map[string]string)
 	for _, g := range a.groups {
+		a.noteLostUnseen(g, now)
 		v := a.view(g, now)
 		if a.leave == nil {
 			for _, name := range watched(v) {

@@ -43,6 +43,9 @@ type groupState struct {
 	// lostTo names the peer that took the group from this node at the latest owner change.
 	displacedBy string
 	lostTo      string
+	// lostUnexplained: when lostTo took the group, this node was its desired owner, so the
+	// taker can only have counted it dead (or an operator asked it to take over).
+	lostUnexplained bool
 	// tookFrom names the owner this node took the group from at its latest takeover when
 	// that owner was not an alive member then; "" otherwise.
 	tookFrom string
@@ -169,9 +172,10 @@ func (a *Agent) onObserved(r observeResult) {
 			case lost && a.saysTookUnseen(owner, g):
 				a.displacedByDeaf(g, owner)
 			}
-			g.lostTo = ""
+			g.lostTo, g.lostUnexplained = "", false
 			if lost {
 				g.lostTo = owner
+				g.lostUnexplained = Desired(a.view(g, now).Peers) == a.id.InstanceID
 			}
 		}
 		if owner != a.id.InstanceID {
@@ -205,6 +209,25 @@ func (a *Agent) tookUnseen(g *groupState, peer string, now time.Time) bool {
 	}
 	gone := a.members[peer].Gone
 	return !gone.IsZero() && !gone.Before(since) && !gone.After(learned)
+}
+
+// noteLostUnseen arms the partition rule when the peer that took g from this node without
+// a reason this node knows of is now dead to it and was not heard from since this node read
+// the takeover: the two had lost each other before it, so it was a partition, not a death.
+// (Each side's read of the other's takeover can come before its own verdict on the other.)
+func (a *Agent) noteLostUnseen(g *groupState, now time.Time) {
+	p := g.lostTo
+	if p == "" || !g.lostUnexplained || g.owner != p || g.displacedBy != "" {
+		return
+	}
+	if a.isAlive(p) && !a.silentDead(p, now) {
+		return
+	}
+	if last := a.gossip.LastContact(p); last.IsZero() || last.Before(g.ownerAt) {
+		a.setDisplaced(g, p)
+		a.logger.Warn("the peer that took the group was not heard from since, and now looks dead: partition suspected; not taking it back while that peer runs",
+			"group", g.cfg.Name, "peer", p, "last_heard", last.UTC().Format(time.RFC3339Nano))
+	}
 }
 
 // saysTookUnseen reports whether peer, alive, announces that it took g from an owner it could

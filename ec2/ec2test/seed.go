@@ -2,12 +2,14 @@ package ec2test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/aws/smithy-go"
 )
 
 // WorldSpec describes a VPC to create in moto.
@@ -167,11 +169,22 @@ func Seed(ctx context.Context, endpoint string, spec WorldSpec) (World, error) {
 			if rs.DefaultTo >= len(w.Instances) {
 				return w, fmt.Errorf("seed: route table %d: default to instance %d of %d", i, rs.DefaultTo, len(w.Instances))
 			}
-			if _, err := api.CreateRoute(ctx, &ec2.CreateRouteInput{
+			_, err := api.CreateRoute(ctx, &ec2.CreateRouteInput{
 				RouteTableId:         aws.String(id),
 				DestinationCidrBlock: aws.String("0.0.0.0/0"),
 				InstanceId:           aws.String(w.Instances[rs.DefaultTo].ID),
-			}); err != nil {
+			})
+			var ae smithy.APIError
+			if errors.As(err, &ae) && ae.ErrorCode() == "RouteAlreadyExists" {
+				// The SDK retried a call whose first attempt had gone through (a busy
+				// moto answered too late): the route is there; make sure of its target.
+				_, err = api.ReplaceRoute(ctx, &ec2.ReplaceRouteInput{
+					RouteTableId:         aws.String(id),
+					DestinationCidrBlock: aws.String("0.0.0.0/0"),
+					InstanceId:           aws.String(w.Instances[rs.DefaultTo].ID),
+				})
+			}
+			if err != nil {
 				return w, fmt.Errorf("seed: default route in %s: %w", id, err)
 			}
 		}
