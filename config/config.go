@@ -245,7 +245,7 @@ func Default() *Config {
 			GossipInterval:    p.GossipInterval,
 			RejoinInterval:    5 * time.Second,
 			ConfirmProbes:     10,
-			ConfirmTimeout:    200 * time.Millisecond,
+			ConfirmTimeout:    150 * time.Millisecond,
 			HeartbeatInterval: p.HeartbeatInterval,
 		},
 		EC2: EC2{

@@ -193,7 +193,7 @@ func TestDefault(t *testing.T) {
 		{"gossip_interval", c.Gossip.GossipInterval, 100 * time.Millisecond},
 		{"rejoin_interval", c.Gossip.RejoinInterval, 5 * time.Second},
 		{"confirm_probes", c.Gossip.ConfirmProbes, 10},
-		{"confirm_timeout", c.Gossip.ConfirmTimeout, 200 * time.Millisecond},
+		{"confirm_timeout", c.Gossip.ConfirmTimeout, 150 * time.Millisecond},
 		{"heartbeat_interval", c.Gossip.HeartbeatInterval, 50 * time.Millisecond},
 		{"discover_route_tables", c.Groups[0].DiscoverRouteTables, true},
 		{"destinations", c.Groups[0].Destinations, []string{"0.0.0.0/0"}},

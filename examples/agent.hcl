@@ -69,7 +69,7 @@ gossip {
   # directly confirm_probes times within confirm_timeout, each with a TCP connection to its
   # gossip port; one answer (or one accepted connection) cancels the takeover.
   confirm_probes  = 10
-  confirm_timeout = "200ms"
+  confirm_timeout = "150ms"
 
   # Each agent pings the owner of a group, and the agents ranked above it, this often; two
   # intervals without an answer start the confirmation burst at once, without waiting for
