@@ -216,20 +216,20 @@ func TestJudge_CountsMovesPerFault(t *testing.T) {
 		t.Fatalf("moves %+v, want two justified", j.Moves)
 	}
 	fr := j.Faults[1]
-	if fr.Moves != 2 || fr.MaxOutage != 1100*time.Millisecond || fr.Bound != 3*time.Second || fr.Base != 3*time.Second {
-		t.Errorf("fault result %+v, want 2 moves, outage 1.1s, bound 3s", *fr)
+	if fr.Moves != 2 || fr.MaxOutage != 1100*time.Millisecond || fr.Bound != 2700*time.Millisecond || fr.Base != 2700*time.Millisecond {
+		t.Errorf("fault result %+v, want 2 moves, outage 1.1s, bound 2.7s", *fr)
 	}
 	h = newHistory()
 	h.until(10).host(Nat1, dead).until(25).owner(Nat2)
 	j = h.fault(FaultHardKill, Nat1, 10, 40).fault(FaultEC2Outage, "", 11, 20).judge(40)
-	if fr := j.Faults[1]; fr.Base != 3*time.Second || fr.Bound != 31*time.Second {
-		t.Errorf("hard kill under an EC2 outage: bound %s (base %s), want 31s (the outage's end + 18s + 3s) and 3s", fr.Bound, fr.Base)
+	if fr := j.Faults[1]; fr.Base != 2700*time.Millisecond || fr.Bound != 30700*time.Millisecond {
+		t.Errorf("hard kill under an EC2 outage: bound %s (base %s), want 30.7s (the outage's end + 18s + 2.7s) and 2.7s", fr.Bound, fr.Base)
 	}
 }
 
 func TestBoundsFor_Defaults(t *testing.T) {
 	b := BoundsFor(config.Default(), 5*time.Second)
-	if b.Takeover != 3*time.Second || b.Datapath != 5*time.Second || b.EC2Recovery != 18*time.Second || b.StartupGrace != 10*time.Second {
-		t.Errorf("bounds %+v: want takeover 3s, datapath 5s, EC2 recovery 18s, start-up grace 10s", b)
+	if b.Takeover != 2700*time.Millisecond || b.Datapath != 4700*time.Millisecond || b.EC2Recovery != 18*time.Second || b.StartupGrace != 10*time.Second {
+		t.Errorf("bounds %+v: want takeover 2.7s, datapath 4.7s, EC2 recovery 18s, start-up grace 10s", b)
 	}
 }

@@ -235,8 +235,8 @@ const (
 // Takeover: memberlist declares a silent peer dead after at most the wait for the next probe,
 // one skipped round (two members), the probe itself and the suspicion time, (2 +
 // suspicion_mult) × probe_interval; the confirming burst takes confirm_timeout; the claim is
-// a few EC2 calls (0.2 s). That is 1.5 s with the fast profile; the bound is twice that, for a
-// busy 2-core machine: 3 s.
+// a few EC2 calls (0.2 s). That is 1.35 s with the fast profile; the bound is twice that, for
+// a busy 2-core machine: 2.7 s. It holds for memberlist's path; the heartbeats' is faster.
 func BoundsFor(cfg *config.Config, failbackDelay time.Duration) Bounds {
 	g := cfg.Gossip
 	detect := time.Duration(2+g.SuspicionMult)*g.ProbeInterval + g.ConfirmTimeout + 200*time.Millisecond
