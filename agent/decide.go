@@ -60,6 +60,9 @@ type Peer struct {
 	Leaving  bool
 	// Owns: it says it holds the group (its own read of EC2).
 	Owns bool
+	// Silent: alive to memberlist, but quiet, and a direct probe burst sent after its last
+	// sign of life found nothing.
+	Silent bool
 }
 
 // Eligible reports whether the peer may own the group.
@@ -172,14 +175,23 @@ func Desired(peers map[string]Peer) string {
 // this node: releasing a group is done by advertising (yield, unhealthy, leaving) so that
 // the peer that should own it takes it.
 func Decide(v View) Verdict {
-	// An owner that went quiet and then did not answer a burst sent after its last sign of
+	// A peer that went quiet and then did not answer a burst sent after its last sign of
 	// life is dead as far as this node can tell, whatever memberlist still says: the burst
 	// is the referee either way, and memberlist's suspicion only adds time. Every rule of a
-	// dead owner applies (a partition's included).
-	if p, ok := v.Peers[v.Owner]; ok && p.Alive && v.Owner != v.Self && v.OwnerQuiet && v.OwnerConfirmedDead {
-		v.Peers = maps.Clone(v.Peers)
+	// dead peer applies (a partition's included).
+	ownerSilent, cloned := false, false
+	for name, p := range v.Peers {
+		if !p.Alive || !p.Silent || name == v.Self {
+			continue
+		}
+		if !cloned {
+			v.Peers, cloned = maps.Clone(v.Peers), true
+		}
 		p.Alive = false
-		v.Peers[v.Owner] = p
+		v.Peers[name] = p
+		ownerSilent = ownerSilent || name == v.Owner
+	}
+	if ownerSilent {
 		out := decide(v)
 		if out.Action == ActClaim {
 			out.Reason += ", ahead of gossip's verdict"

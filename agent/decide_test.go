@@ -29,6 +29,14 @@ func peers(ps ...Peer) map[string]Peer {
 
 func with(p Peer, f func(*Peer)) Peer { f(&p); return p }
 
+// silence makes name quiet and found dead by a burst while memberlist still has it alive.
+func silence(v *View, name string) {
+	v.Peers[name] = with(v.Peers[name], func(p *Peer) { p.Silent = true })
+	if name == v.Owner {
+		v.OwnerQuiet, v.OwnerConfirmedDead = true, true
+	}
+}
+
 func route(table, target, state string) Route {
 	return Route{Table: table, Destination: "0.0.0.0/0", Target: target, State: state}
 }
@@ -246,16 +254,30 @@ func TestDecide(t *testing.T) {
 			v.Self, v.OwnerQuiet = "c", true
 			v.Peers = peers(alive("a", 300), alive("b", 200), alive("c", 100))
 		}, want: ActNone},
-		{name: "QuietOwnerConfirmedTakenAheadOfGossip", view: func(v *View) { v.OwnerQuiet, v.OwnerConfirmedDead = true, true },
+		{name: "QuietOwnerConfirmedTakenAheadOfGossip", view: func(v *View) { silence(v, "a") },
 			want: ActClaim, desired: "b", reason: "dead (confirmed by direct probes), ahead of gossip's verdict"},
 		{name: "QuietOwnerConfirmedNotSuccessor", view: func(v *View) {
-			v.Self, v.OwnerQuiet, v.OwnerConfirmedDead = "c", true, true
+			v.Self = "c"
 			v.Peers = peers(alive("a", 300), alive("b", 200), alive("c", 100))
+			silence(v, "a")
 		}, want: ActNone, desired: "b"},
 		{name: "QuietOwnerConfirmedAcrossOneWayPartition", view: func(v *View) {
 			// a is the former owner that b took the group from without seeing it.
-			v.Self, v.Owner, v.DisplacedBy, v.OwnerQuiet, v.OwnerConfirmedDead = "a", "b", "b", true, true
+			v.Self, v.Owner, v.DisplacedBy = "a", "b", "b"
+			silence(v, "b")
 		}, want: ActNone, desired: "a", reason: "not taking it back across a partition"},
+		{name: "SilentOwnerAndSuccessorPassedOver", view: func(v *View) {
+			// Both that outrank c died; memberlist still has them alive.
+			v.Self = "c"
+			v.Peers = peers(alive("a", 300), alive("b", 200), alive("c", 100))
+			silence(v, "a")
+			silence(v, "b")
+		}, want: ActClaim, desired: "c", reason: "ahead of gossip's verdict"},
+		{name: "SilentPeerNotOwnerChangesNothing", view: func(v *View) {
+			v.Self = "c"
+			v.Peers = peers(alive("a", 300), alive("b", 200), alive("c", 100))
+			silence(v, "b")
+		}, want: ActNone, desired: "a"},
 		{name: "QuietOwnerOtherKeyNotTaken", view: func(v *View) { v.OwnerQuiet, v.OwnerOtherKey = true, true },
 			want: ActConfirm},
 

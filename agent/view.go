@@ -24,11 +24,7 @@ func (a *Agent) view(g *groupState, now time.Time) View {
 	}
 	for name, m := range a.members {
 		p := peerOf(m, g.cfg.Name, now)
-		// The owner's silence is Decide's to judge (OwnerQuiet, OwnerConfirmedDead); any
-		// other peer found silent and dead by this node's own probes is dead here.
-		if p.Alive && name != g.owner && a.silentDead(name, now) {
-			p.Alive = false
-		}
+		p.Silent = p.Alive && a.silentDead(name, now)
 		v.Peers[name] = p
 	}
 	v.Peers[a.id.InstanceID] = Peer{
