@@ -246,9 +246,16 @@ func (g *Gossip) Start(ctx context.Context) error {
 	mc.Logger = log.New(&memberlistLog{keys: g.keys, path: g.path, addrOf: g.addrOf,
 		next: g.logger.Named("memberlist").StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true})}, "", 0)
 
+	listen := net.JoinHostPort(g.cfg.BindAddr, strconv.Itoa(g.cfg.BindPort))
+	tr, err := newTransport(g.cfg.BindAddr, g.cfg.BindPort, mc.Logger)
+	if err != nil {
+		return fmt.Errorf("gossip: listen on %s: %w", listen, err)
+	}
+	mc.Transport = tr
 	ml, err := memberlist.Create(mc)
 	if err != nil {
-		return fmt.Errorf("gossip: listen on %s: %w", net.JoinHostPort(g.cfg.BindAddr, strconv.Itoa(g.cfg.BindPort)), err)
+		_ = tr.Shutdown()
+		return fmt.Errorf("gossip: start on %s: %w", listen, err)
 	}
 	g.ml = ml
 	// Read once, before memberlist's own goroutines get going: LocalNode points at state
