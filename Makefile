@@ -89,10 +89,21 @@ tidy-check:
 			cp /tmp/natganker-go.mod.bak $$d/go.mod; cp /tmp/natganker-go.sum.bak $$d/go.sum; exit 1; fi; \
 	done
 
-## bench: failover benchmarks (agent against moto, EC2 claims) and the lab against keepalived
+## bench: every benchmark in one go, into one report: the takeover of 1 to 200 route tables
+## at EC2's rate limit, the idle footprint for 2, 4 and 8 members, and the lab's hard kills,
+## spot handoffs, loss soaks (5/10/20%) and stall soak, natganker beside keepalived. Writes
+## lab/results/report-<time>.md from the parts and puts it in the README's measured section.
+## BENCH_ARGS adds flags to natganker-lab bench. Takes about two and a half hours.
 bench: deps build
-	$(GO) test -run '^$$' -bench . -benchtime 1x ./agent ./ec2
-	$(BIN)/natganker-lab bench -agent $(BIN)/natganker-agent
+	@set -e; stamp=$$(date -u +%Y%m%dT%H%M%SZ); res=$(CURDIR)/lab/results; mkdir -p $$res; \
+	echo "== route tables at EC2's rate limit"; \
+	NATGANKER_SWEEP_OUT=$$res/sweep-$$stamp $(GO) test -run '^$$' -bench TableSweep -benchtime 1x -timeout 90m ./ec2/; \
+	echo "== idle footprint"; \
+	NATGANKER_FOOTPRINT_OUT=$$res/footprint-$$stamp $(GO) test -run '^$$' -bench Footprint -benchtime 1x -timeout 60m ./agent/; \
+	echo "== the lab, natganker beside keepalived"; \
+	$(BIN)/natganker-lab bench -agent $(BIN)/natganker-agent -out $$res -stamp $$stamp $(BENCH_ARGS); \
+	$(BIN)/natganker-lab report -dir $$res -stamp $$stamp -readme README.md \
+		-command "make bench$(if $(BENCH_ARGS), BENCH_ARGS='$(BENCH_ARGS)')"
 
 ## bench-quick: the same with fewer runs and short soaks, for a quick look
 bench-quick: deps build

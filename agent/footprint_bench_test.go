@@ -29,7 +29,8 @@ import (
 //     that agent has it and its RSS and CPU are left out of the figures; its goroutine
 //     count (go_goroutines, the endpoint's own few included) is printed.
 //
-// The binary is built as make dist builds it (CGO_ENABLED=0, -trimpath).
+// The binary is built as make dist builds it (CGO_ENABLED=0, -trimpath). With
+// NATGANKER_FOOTPRINT_OUT=dir/base the table is also written to base.md (make bench).
 // NATGANKER_BENCH_BASELINE may name an earlier natganker-agent binary, built the same way:
 // for each n its cluster runs beside this build's and both are measured over the same
 // window, so that the load of a shared machine weighs on both alike. NATGANKER_FOOTPRINT_MEMBERS=2,4 chooses the member
@@ -71,6 +72,7 @@ func BenchmarkFootprint(b *testing.B) {
 		builds = append([]binary{{"baseline", base}}, builds...)
 	}
 	var rows []string
+	started := time.Now()
 	b.ResetTimer()
 	for range b.N {
 		for _, n := range members {
@@ -99,9 +101,26 @@ func BenchmarkFootprint(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(0, "ns/op")
-	fmt.Printf("idle footprint, window %s, RSS/CPU over the agents without the metrics endpoint:\n"+
-		"| members | build | RSS median | RSS max | anon median | file (binary) | CPU median | CPU min–max | goroutines | gossip B/s/node | UDP + TCP |\n"+
-		"|---|---|---|---|---|---|---|---|---|---|---|\n%s\n", window, strings.Join(rows, "\n"))
+	table := "| members | build | RSS median | RSS max | anon median | file (binary) | CPU median | CPU min–max | goroutines | gossip B/s/node | UDP + TCP |\n" +
+		"|---|---|---|---|---|---|---|---|---|---|---|\n" + strings.Join(rows, "\n") + "\n"
+	fmt.Printf("idle footprint, window %s, RSS/CPU over the agents without the metrics endpoint:\n%s", window, table)
+	if base := os.Getenv("NATGANKER_FOOTPRINT_OUT"); base != "" {
+		var md strings.Builder
+		fmt.Fprintf(&md, "# natganker idle footprint, %s\n\n", started.UTC().Format(time.RFC3339))
+		fmt.Fprintf(&md, "n agent processes (the binary as make dist builds it) on 127.0.0.11… against one moto "+
+			"server, default profile and intervals, nothing changing, measured over %s once all had joined and "+
+			"settled for 15 s. RSS is VmRSS (median over the agents of each one's largest sample every 2 s), split "+
+			"into anonymous memory and the binary's pages; CPU is utime+stime over the window in %% of one core; "+
+			"gossip is what memberlist counted sending (UDP and TCP, encrypted, without IP headers). The last agent "+
+			"of each cluster serves /metrics for those counters and the goroutine count and is left out of RSS and CPU.\n\n", window)
+		for _, bl := range builds {
+			fmt.Fprintf(&md, "- %s: %s\n", bl.name, bl.path)
+		}
+		md.WriteString("\n" + table)
+		if err := os.WriteFile(base+".md", []byte(md.String()), 0o644); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
 
 // footprint is what measureIdle read of one cluster: rss, anon (bytes) and cpu (% of one

@@ -36,13 +36,17 @@ type BenchOptions struct {
 	Latency     time.Duration // added to every EC2 call
 	ExtraTables int
 	OutDir      string
-	Logger      hclog.Logger
-	Progress    io.Writer
+	// Stamp names the result files (bench-<Stamp>.*); empty means the start time, as
+	// 20060102T150405Z. make bench gives every part of one report the same stamp.
+	Stamp    string
+	Logger   hclog.Logger
+	Progress io.Writer
 }
 
 // BenchResult is everything a benchmark measured.
 type BenchResult struct {
 	Started   time.Time                    `json:"started"`
+	Stamp     string                       `json:"stamp"`
 	Machine   map[string]string            `json:"machine"`
 	Settings  map[string]string            `json:"settings"`
 	Failovers map[Mechanism][]RunResult    `json:"failovers"`
@@ -92,8 +96,11 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 	if o.Progress == nil {
 		o.Progress = io.Discard
 	}
-	res := &BenchResult{Started: time.Now(), Machine: machine(), Failovers: map[Mechanism][]RunResult{},
+	res := &BenchResult{Started: time.Now(), Stamp: o.Stamp, Machine: machine(), Failovers: map[Mechanism][]RunResult{},
 		Soaks: map[Mechanism][]SoakResult{}, Errors: map[Mechanism][]string{}, Calls: map[Mechanism]map[string]int{}}
+	if res.Stamp == "" {
+		res.Stamp = res.Started.UTC().Format("20060102T150405Z")
+	}
 	res.Settings = map[string]string{
 		"runs":               fmt.Sprint(o.Runs),
 		"spot_runs":          fmt.Sprint(o.SpotRuns),
@@ -135,7 +142,7 @@ func benchMechanism(ctx context.Context, o BenchOptions, mech Mechanism, res *Be
 		if o.OutDir == "" {
 			return
 		}
-		if f, err := os.Create(filepath.Join(o.OutDir, "bench-"+res.Started.UTC().Format("20060102T150405Z")+"-timeline-"+string(mech)+".txt")); err == nil {
+		if f, err := os.Create(filepath.Join(o.OutDir, "bench-"+res.Stamp+"-timeline-"+string(mech)+".txt")); err == nil {
 			tl.Print(f, time.Time{}, time.Time{})
 			f.Close()
 		}
@@ -369,7 +376,7 @@ func (r *BenchResult) Write(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("create results dir: %w", err)
 	}
-	base := filepath.Join(dir, "bench-"+r.Started.UTC().Format("20060102T150405Z"))
+	base := filepath.Join(dir, "bench-"+r.Stamp)
 	var md strings.Builder
 	fmt.Fprintf(&md, "# natganker failover benchmark, %s\n\n", r.Started.UTC().Format(time.RFC3339))
 	md.WriteString(r.Table())

@@ -1,6 +1,7 @@
 // Command natganker-lab runs natganker's failover lab: `up` builds it and waits, `down`
 // removes what a crashed run left, `demo` shows one failover and failback, `bench`
-// measures failovers against keepalived, `chaos` runs random faults judged by a referee.
+// measures failovers against keepalived, `chaos` runs random faults judged by a referee,
+// `report` writes a benchmark run into the README.
 package main
 
 import (
@@ -45,6 +46,7 @@ Commands:
   demo    hard-kill the owning NAT, show the takeover and the client's outage, then the failback
   bench   repeated hard kills and loss soaks, natganker against keepalived
   chaos   random faults for -minutes (seeded), judged by a referee independent of the agent
+  report  put one benchmark run's results together and write them into the README
 `
 
 // Run dispatches to a subcommand.
@@ -67,6 +69,8 @@ func Run(ctx context.Context, args []string) error {
 		return (&benchCmd{}).Run(ctx, args[1:])
 	case "chaos":
 		return (&chaosCmd{}).Run(ctx, args[1:])
+	case "report":
+		return (&reportCmd{}).Run(ctx, args[1:])
 	}
 	return usageError{fmt.Sprintf("unknown command %q", args[0])}
 }
