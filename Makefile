@@ -55,7 +55,8 @@ unit:
 ## a crash fails the run and leaves the input in testdata/fuzz for a regression test
 FUZZTIME ?= 10s
 FUZZ_TARGETS := config:FuzzParse config:FuzzLoadKeyFile gossip:FuzzDecodeMeta \
-	agent/control:FuzzServerRequest agent/control:FuzzClientAnswer ec2:FuzzLoadIdentity
+	agent/control:FuzzServerRequest agent/control:FuzzClientAnswer ec2:FuzzLoadIdentity \
+	agent/conntrack:FuzzDecode
 fuzz:
 	@for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; fn=$${t#*:}; \
 		echo "fuzz $$fn in ./$$pkg for $(FUZZTIME)"; \

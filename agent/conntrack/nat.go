@@ -87,13 +87,11 @@ type Flow struct {
 
 // validate reports what makes f impossible to install.
 func (f Flow) validate() error {
-	if f.Proto != TCP && f.Proto != UDP {
-		return fmt.Errorf("protocol %d: only TCP and UDP flows are installed", f.Proto)
+	if err := f.validateKey(); err != nil {
+		return err
 	}
-	for _, ap := range []netip.AddrPort{f.Src, f.Dst, f.NAT} {
-		if !ap.IsValid() || !ap.Addr().Is4() {
-			return fmt.Errorf("address %s: only IPv4 flows are installed", ap)
-		}
+	if !f.NAT.IsValid() || !f.NAT.Addr().Is4() {
+		return fmt.Errorf("flow %s → %s: NAT address %s is not IPv4", f.Src, f.Dst, f.NAT)
 	}
 	if f.Timeout == 0 {
 		return errors.New("a flow needs a timeout")
