@@ -66,7 +66,7 @@ func (d *delegate) NodeMeta(limit int) []byte {
 	}
 	return append([]byte(nil), d.meta...)
 }
-func (d *delegate) NotifyMsg([]byte)                           {}
+func (d *delegate) NotifyMsg(msg []byte)                       { (*Gossip)(d).notify(msg) }
 func (d *delegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
 func (d *delegate) LocalState(join bool) []byte                { return nil }
 func (d *delegate) MergeRemoteState(buf []byte, join bool)     {}

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -138,6 +139,7 @@ type Gossip struct {
 	// memberlist's lock while another call writes it.
 	updateMu sync.Mutex
 	keyring  *memberlist.Keyring // nil without encryption
+	handler  atomic.Pointer[handlerBox]
 	keys     *keyWatch
 	path     *pathWatch
 
