@@ -42,6 +42,9 @@ type Deps struct {
 	Hooks HooksReloader
 	// Membership is the cluster's gossip; nil builds memberlist-based gossip from the config.
 	Membership Membership
+	// Flows is the kernel's table of masqueraded flows, replicated to the peers (flows.go);
+	// nil replicates none.
+	Flows FlowSource
 	// Version is reported by status.
 	Version string
 	// Events receive what happens (events.go): metrics, hooks. Each must return at once.
@@ -59,6 +62,8 @@ type Agent struct {
 	logger hclog.Logger
 	gossip Membership
 	self   ec2.Self
+	// flows replicates masqueraded flows (flows.go); nil when connection sync is off.
+	flows *flowSync
 
 	requests  chan func()
 	observed  chan observeResult
@@ -183,6 +188,7 @@ func (a *Agent) Start(ctx context.Context) error {
 		return err
 	}
 	a.logger.Info("started", "node", a.id.InstanceID, "gossip", a.gossip.LocalAddr(), "groups", a.groupNames(), "peers", a.cfg.Gossip.Peers)
+	a.startFlowSync()
 	a.wg.Add(2)
 	go func() {
 		defer a.wg.Done()
@@ -303,7 +309,20 @@ func (a *Agent) run(ctx context.Context) {
 		}
 		a.evaluate()
 		a.report()
+		if a.flows != nil {
+			a.flows.owning.Store(a.ownsAny())
+		}
 	}
+}
+
+// ownsAny reports whether this node holds any group as far as EC2 last showed.
+func (a *Agent) ownsAny() bool {
+	for _, g := range a.groups {
+		if g.owner == a.id.InstanceID {
+			return true
+		}
+	}
+	return false
 }
 
 // evaluate decides every group and acts on the verdicts.

@@ -48,6 +48,10 @@ func (a *Agent) claim(g *groupState, reason string, now time.Time) {
 		obs := g.obs
 		known = &obs
 	}
+	if from != a.id.InstanceID && from != "" && a.flows != nil {
+		// The former owner's connections are installed while EC2 moves the traffic here.
+		a.spawn(func() { a.installFlows(from) })
+	}
 	ctx, cancel := context.WithTimeout(a.ctx, 6*a.cfg.EC2.CallTimeout)
 	g.claimCancel = cancel
 	a.spawn(func() {

@@ -48,6 +48,8 @@ type cluster struct {
 	keys map[int]string
 	// keyFiles gives each agent its key in a file of its own (encrypt_key_file).
 	keyFiles bool
+	// flows gives an agent (by index) a table of masqueraded flows to replicate.
+	flows map[int]FlowSource
 	agents   []*Agent
 	mu       sync.Mutex
 	logs     []string
@@ -248,7 +250,7 @@ func (c *cluster) start(i int) *Agent {
 	if err != nil {
 		c.t.Fatal(err)
 	}
-	a, err := New(cfg, ec2.Identity{InstanceID: in.ID, Region: c.world.Region, LocalIPv4: c.addr(i)}, Deps{Cloud: cloud, Version: "test"}, logger)
+	a, err := New(cfg, ec2.Identity{InstanceID: in.ID, Region: c.world.Region, LocalIPv4: c.addr(i)}, Deps{Cloud: cloud, Version: "test", Flows: c.flows[i]}, logger)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -257,6 +259,18 @@ func (c *cluster) start(i int) *Agent {
 	}
 	c.agents[i] = a
 	return a
+}
+
+// up starts an agent for every priority and waits until each sees all of them alive.
+func (c *cluster) up() []*Agent {
+	c.t.Helper()
+	for i := range c.prios {
+		c.start(i)
+	}
+	for _, a := range c.agents {
+		c.waitMembers(a, len(c.prios))
+	}
+	return c.agents
 }
 
 // kill stops agent i the way SIGKILL would: no handover, no leave.
@@ -372,10 +386,8 @@ func (c *cluster) waitMembers(a *Agent, n int) {
 
 func TestCluster_TwoAgents(t *testing.T) {
 	c := newCluster(t, 200, 100)
-	a := c.start(0)
-	b := c.start(1)
-	c.waitMembers(a, 2)
-	c.waitMembers(b, 2)
+	ag := c.up()
+	a, b := ag[0], ag[1]
 	// nat1 has the highest priority and the EIP: it claims the routes, including the tagged
 	// table that had no default route at all.
 	c.waitOwner(0, 10*time.Second)
@@ -492,10 +504,7 @@ func TestCluster_TwoAgents(t *testing.T) {
 
 func TestCluster_ThreeAgents(t *testing.T) {
 	c := newCluster(t, 300, 200, 100)
-	a := c.start(0)
-	c.start(1)
-	cc := c.start(2)
-	c.waitMembers(a, 3)
+	cc := c.up()[2]
 	c.waitOwner(0, 10*time.Second)
 	c.kill(0)
 	c.waitOwner(1, 10*time.Second)
@@ -605,10 +614,7 @@ group "egress" {
 // for the record; timings are the benchmarks' business.
 func TestCluster_SecondDeathOfThree(t *testing.T) {
 	c := newCluster(t, 300, 200, 100)
-	a := c.start(0)
-	c.start(1)
-	third := c.start(2)
-	c.waitMembers(a, 3)
+	third := c.up()[2]
 	c.waitOwner(0, 10*time.Second)
 	c.kill(0)
 	c.waitOwner(1, takeoverBound)

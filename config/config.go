@@ -30,6 +30,8 @@ type Config struct {
 	Hooks Hooks
 	// Handoff configures planned handovers on notices of the instance's end.
 	Handoff Handoff
+	// ConntrackSync configures the replication of masqueraded flows to the standbys.
+	ConntrackSync ConntrackSync
 
 	// ranges remembers where each setting was written, keyed by rangeKey, so that
 	// Validate can point at the offending line. Empty for a Config built in code.
@@ -262,6 +264,8 @@ func Default() *Config {
 		Telemetry: defaultTelemetry,
 		Hooks:     defaultHooks,
 		Handoff:   defaultHandoff,
+
+		ConntrackSync: defaultConntrackSync,
 	}
 }
 

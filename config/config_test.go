@@ -276,7 +276,7 @@ func TestParse_Unknown(t *testing.T) {
 		{
 			name: "Block",
 			src:  minimal + "\nmetrics {\n  port = 9100\n}\n",
-			want: `agent.hcl:10,1-8: unknown block "metrics" (expected one of "node", "gossip", "group", "ec2", "control", "log", "datapath", "telemetry", "hooks", "handoff")`,
+			want: `agent.hcl:10,1-8: unknown block "metrics" (expected one of "node", "gossip", "group", "ec2", "control", "log", "datapath", "telemetry", "hooks", "handoff", "conntrack_sync")`,
 		},
 		{
 			name: "AttributeInGroup",

@@ -112,6 +112,7 @@ var blockKinds = []blockKind{
 	{name: "telemetry", decode: (*decoder).telemetry},
 	{name: "hooks", decode: (*decoder).hooks},
 	{name: "handoff", decode: (*decoder).handoff},
+	{name: "conntrack_sync", decode: (*decoder).conntrackSync},
 }
 
 // fileSchema is the top level of a file: the blocks of blockKinds and nothing else.

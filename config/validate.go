@@ -44,6 +44,7 @@ func (c *Config) Validate() error {
 	v.telemetry()
 	v.hooks()
 	v.handoff()
+	v.conntrackSync()
 	return v.problems.err()
 }
 

@@ -194,3 +194,13 @@ handoff {
   asg_terminated        = true   # autoscaling/target-lifecycle-state becomes Terminated
   poll_interval         = "2s"
 }
+
+# conntrack_sync: established connections across a failover. The owner sends its masqueraded
+# flows to the peers, sealed with the gossip key; a peer that takes a group over installs
+# them, so that a download or a server push goes on through it.
+conntrack_sync {
+  enabled         = true
+  max_flows       = 262144
+  flush_interval  = "100ms"
+  resync_interval = "1m"
+}

@@ -7,15 +7,12 @@ import (
 	"github.com/hashicorp/memberlist"
 )
 
-// MessageHandler takes a message a peer sent with Send. memberlist calls it on its packet
-// path: it must not block, and keeps the slice (a copy of its own).
-type MessageHandler func(msg []byte)
+// handlerBox holds the message handler for atomic swaps.
+type handlerBox struct{ fn func(msg []byte) }
 
-// handlerBox holds the handler for atomic swaps.
-type handlerBox struct{ fn MessageHandler }
-
-// OnMessage sets the handler for messages peers send with Send; nil drops them.
-func (g *Gossip) OnMessage(fn MessageHandler) {
+// OnMessage sets the handler for messages peers send with Send; nil drops them. memberlist
+// calls it on its packet path: it must not block, and may keep the slice (its own copy).
+func (g *Gossip) OnMessage(fn func(msg []byte)) {
 	g.handler.Store(&handlerBox{fn})
 }
 

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/natganker/natganker/agent"
+	"github.com/natganker/natganker/agent/conntrack"
 	"github.com/natganker/natganker/agent/control"
 	"github.com/natganker/natganker/agent/datapath"
 	"github.com/natganker/natganker/config"
@@ -281,6 +282,9 @@ func (c *RunCommand) start(ctx, life context.Context, cfg *config.Config, ln *co
 			return nil, nil, fmt.Errorf("set up datapath: %w", err)
 		}
 		deps.Health = d
+	}
+	if cfg.ConntrackSync.Enabled {
+		deps.Flows = &conntrack.Kernel{PublicInterface: cfg.Datapath.PublicInterface}
 	}
 	a, err := agent.New(cfg, id, deps, logger)
 	if err != nil {

@@ -1,0 +1,229 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/natganker/natganker/agent/conntrack"
+	"github.com/natganker/natganker/gossip"
+)
+
+// FlowSource is the kernel's table of masqueraded flows; *conntrack.Kernel implements it.
+type FlowSource interface {
+	// Watch reports changes to the masqueraded flows until ctx ends; an error means
+	// changes may have been missed.
+	Watch(ctx context.Context, emit func(conntrack.Record)) error
+	// Snapshot returns every masqueraded flow.
+	Snapshot() ([]conntrack.Flow, error)
+	// Install creates flows with their NAT mappings; a flow already there is counted in
+	// existed, not an error.
+	Install(flows []conntrack.Flow) (installed, existed int, err error)
+	// LocalAddr is the address this node masquerades to, when its public interface has
+	// one of its own.
+	LocalAddr() (netip.Addr, bool)
+}
+
+// Messenger sends and receives messages between members, sealed with the cluster key;
+// *gossip.Gossip implements it.
+type Messenger interface {
+	Send(name string, msg []byte, reliable bool) error
+	OnMessage(fn func(msg []byte))
+	Sealed() bool
+}
+
+// flowSync replicates masqueraded flows: while this node owns a group it sends its flows to
+// every peer; every node keeps what its peers send, and installs the former owner's flows
+// when it takes a group over, so that their connections go on through it.
+type flowSync struct {
+	src    FlowSource
+	msg    Messenger
+	table  *conntrack.Table
+	rep    *conntrack.Replicator
+	owning atomic.Bool
+
+	mu        sync.Mutex
+	badFrom   map[string]bool // senders whose messages could not be read, logged once
+	installed atomic.Uint64
+}
+
+// startFlowSync sets replication up when the configuration asks for it and it can work;
+// it says in the log why not otherwise.
+func (a *Agent) startFlowSync() {
+	c := a.cfg.ConntrackSync
+	if !c.Enabled {
+		return
+	}
+	msg, ok := a.gossip.(Messenger)
+	if !ok || a.deps.Flows == nil {
+		return
+	}
+	if !msg.Sealed() {
+		a.logger.Warn("connection sync is off: the cluster has no gossip key (gossip.encrypt_key), and flows are only sent sealed with it; established connections will break on a failover")
+		return
+	}
+	if _, err := a.deps.Flows.Snapshot(); err != nil {
+		a.logger.Warn("connection sync is off: the kernel's connection tracking cannot be read over netlink (ctnetlink); established connections will break on a failover", "error", err)
+		return
+	}
+	s := &flowSync{src: a.deps.Flows, msg: msg, table: conntrack.NewTable(c.MaxFlows), badFrom: map[string]bool{}}
+	s.rep = conntrack.NewReplicator(a.id.InstanceID, msg.Send)
+	msg.OnMessage(func(b []byte) { s.receive(a, b) })
+	a.flows = s
+	a.spawn(func() { s.run(a) })
+	a.logger.Info("connection sync on: masqueraded flows go to the peers while this node owns a group",
+		"max_flows", c.MaxFlows, "flush_interval", c.FlushInterval.String(), "resync_interval", c.ResyncInterval.String())
+}
+
+// receive takes a message from a peer in; memberlist calls it on its packet path.
+func (s *flowSync) receive(a *Agent, b []byte) {
+	m, err := conntrack.Decode(b)
+	if err == nil {
+		err = s.table.Apply(m, time.Now())
+	}
+	if err != nil {
+		s.mu.Lock()
+		first := !s.badFrom[m.Sender]
+		s.badFrom[m.Sender] = true
+		s.mu.Unlock()
+		if first {
+			a.logger.Warn("a peer's connection sync message could not be read; its flows may be missing here until its next resync (is it another version?)", "peer", m.Sender, "error", err)
+		}
+	}
+}
+
+// peers are the members flows go to: every other live member.
+func (a *Agent) flowPeers() []string {
+	var out []string
+	for _, m := range a.gossip.Members() {
+		if m.Name != a.id.InstanceID && m.State == "alive" {
+			out = append(out, m.Name)
+		}
+	}
+	return out
+}
+
+// run follows the kernel's flows while this node owns a group and sends them on.
+func (s *flowSync) run(a *Agent) {
+	c := a.cfg.ConntrackSync
+	tick := time.NewTicker(c.FlushInterval)
+	defer tick.Stop()
+	var (
+		stopWatch  context.CancelFunc
+		watchErr   = make(chan error, 1)
+		synced     = map[string]bool{} // peers that have had the whole table since owning began
+		lastResync time.Time
+	)
+	defer func() {
+		if stopWatch != nil {
+			stopWatch()
+		}
+	}()
+	resync := func(to []string) {
+		flows, err := s.src.Snapshot()
+		if err != nil {
+			a.logger.Warn("connection sync: reading the flows for a resync failed", "error", err)
+			return
+		}
+		if err := s.rep.Resync(to, flows); err != nil {
+			a.logger.Debug("connection sync: resync incomplete", "error", err)
+		}
+		for _, p := range to {
+			synced[p] = true
+		}
+	}
+	for {
+		select {
+		case <-a.ctx.Done():
+			return
+		case err := <-watchErr:
+			stopWatch = nil
+			if a.ctx.Err() == nil && s.owning.Load() {
+				a.logger.Warn("connection sync: following the kernel's flows stopped; resending the whole table", "error", err)
+				clear(synced)
+			}
+		case <-tick.C:
+		}
+		owning := s.owning.Load()
+		if !owning {
+			if stopWatch != nil {
+				stopWatch()
+				stopWatch = nil
+			}
+			clear(synced)
+			continue
+		}
+		if stopWatch == nil {
+			ctx, cancel := context.WithCancel(a.ctx)
+			stopWatch = cancel
+			a.spawn(func() {
+				err := s.src.Watch(ctx, s.rep.Note)
+				if ctx.Err() == nil {
+					if err == nil {
+						err = errors.New("the watch ended")
+					}
+					watchErr <- err
+				}
+			})
+			clear(synced)
+		}
+		peers := a.flowPeers()
+		var fresh []string
+		for _, p := range peers {
+			if !synced[p] {
+				fresh = append(fresh, p)
+			}
+		}
+		now := time.Now()
+		switch {
+		case now.Sub(lastResync) >= c.ResyncInterval:
+			resync(peers)
+			lastResync = now
+		case len(fresh) > 0:
+			resync(fresh)
+		}
+		if _, err := s.rep.Flush(peers); err != nil {
+			a.logger.Debug("connection sync: changes not sent to every peer", "error", err)
+		}
+	}
+}
+
+// installFlows installs the flows the member called from masqueraded, with this node's own
+// address where it has one, so that their replies are mapped back here once the Elastic IP
+// and the routes have moved. It runs beside the claim's EC2 calls.
+func (a *Agent) installFlows(from string) {
+	s := a.flows
+	if s == nil || from == "" || from == a.id.InstanceID {
+		return
+	}
+	started := time.Now()
+	flows := s.table.Flows(from, started)
+	if len(flows) == 0 {
+		a.logger.Info("connection sync: no flows of the former owner's to install", "from", from)
+		return
+	}
+	if own, ok := s.src.LocalAddr(); ok {
+		for i := range flows {
+			if flows[i].NAT.Addr() != own {
+				flows[i].NAT = netip.AddrPortFrom(own, flows[i].NAT.Port())
+			}
+		}
+	}
+	installed, existed, err := s.src.Install(flows)
+	s.installed.Add(uint64(installed))
+	took := time.Since(started)
+	if err != nil {
+		a.logger.Warn("connection sync: some of the former owner's flows could not be installed; their connections will break",
+			"from", from, "installed", installed, "already_there", existed, "of", len(flows), "took", took.String(), "error", err)
+		return
+	}
+	a.logger.Info("connection sync: installed the former owner's flows", "from", from, "installed", installed, "already_there", existed, "took", took.String())
+}
+
+var (
+	_ Messenger  = (*gossip.Gossip)(nil)
+	_ FlowSource = (*conntrack.Kernel)(nil)
+)

@@ -1,0 +1,119 @@
+package agent
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/natganker/natganker/agent/conntrack"
+)
+
+// fakeFlows is a conntrack table in memory: flows are added by the test and reported to the
+// watcher as the kernel would; installs are recorded.
+type fakeFlows struct {
+	mu        sync.Mutex
+	local     netip.Addr
+	flows     map[netip.AddrPort]conntrack.Flow
+	emit      func(conntrack.Record)
+	installed []conntrack.Flow
+}
+
+func newFakeFlows(local string) *fakeFlows {
+	return &fakeFlows{local: netip.MustParseAddr(local), flows: map[netip.AddrPort]conntrack.Flow{}}
+}
+
+func (f *fakeFlows) add(fl conntrack.Flow) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.flows[fl.Src] = fl
+	if f.emit != nil {
+		f.emit(conntrack.Record{Op: conntrack.OpPut, Flow: fl})
+	}
+}
+
+func (f *fakeFlows) Watch(ctx context.Context, emit func(conntrack.Record)) error {
+	f.mu.Lock()
+	f.emit = emit
+	f.mu.Unlock()
+	<-ctx.Done()
+	f.mu.Lock()
+	f.emit = nil
+	f.mu.Unlock()
+	return ctx.Err()
+}
+
+func (f *fakeFlows) Snapshot() ([]conntrack.Flow, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var out []conntrack.Flow
+	for _, fl := range f.flows {
+		out = append(out, fl)
+	}
+	return out, nil
+}
+
+func (f *fakeFlows) Install(flows []conntrack.Flow) (int, int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.installed = append(f.installed, flows...)
+	return len(flows), 0, nil
+}
+
+func (f *fakeFlows) LocalAddr() (netip.Addr, bool) { return f.local, true }
+
+func (f *fakeFlows) installedFlows() map[netip.AddrPort]conntrack.Flow {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := map[netip.AddrPort]conntrack.Flow{}
+	for _, fl := range f.installed {
+		out[fl.Src] = fl
+	}
+	return out
+}
+
+// TestCluster_FlowSync: the owner's masqueraded flows reach the backup, those there before
+// (a resync) and those after (deltas), over the sealed gossip; when the owner dies the
+// backup installs them as it takes over, mapped to its own address with the same ports.
+func TestCluster_FlowSync(t *testing.T) {
+	c := newCluster(t, 200, 100)
+	owner, backup := newFakeFlows("198.18.1.11"), newFakeFlows("198.18.1.12")
+	c.flows = map[int]FlowSource{0: owner, 1: backup}
+	flow := func(port uint16, nat uint16) conntrack.Flow {
+		return conntrack.Flow{Proto: conntrack.TCP, Src: netip.AddrPortFrom(netip.MustParseAddr("198.18.1.100"), port),
+			Dst: netip.MustParseAddrPort("198.19.0.1:443"), NAT: netip.AddrPortFrom(owner.local, nat),
+			Status: conntrack.StatusSeenReply | conntrack.StatusAssured, TCPState: conntrack.TCPEstablished, Timeout: 3600}
+	}
+	before, after := flow(40000, 40000), flow(40001, 61001)
+	owner.add(before)
+	ag := c.up()
+	c.waitOwner(0, 10*time.Second)
+	owner.add(after)
+	ownerID := c.world.Instances[0].ID
+	for deadline := time.Now().Add(15 * time.Second); len(ag[1].flows.table.Flows(ownerID, time.Now())) < 2; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the backup holds %d of the owner's 2 flows", len(ag[1].flows.table.Flows(ownerID, time.Now())))
+		}
+	}
+	c.kill(0)
+	c.waitOwner(1, takeoverBound)
+	var got map[netip.AddrPort]conntrack.Flow
+	for deadline := time.Now().Add(takeoverBound); ; time.Sleep(20 * time.Millisecond) {
+		if got = backup.installedFlows(); len(got) == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the backup installed %d of the 2 flows", len(got))
+		}
+	}
+	for _, want := range []conntrack.Flow{before, after} {
+		g := got[want.Src]
+		if g.NAT != netip.AddrPortFrom(backup.local, want.NAT.Port()) || g.Dst != want.Dst || g.TCPState != want.TCPState {
+			t.Errorf("installed %+v, want %+v mapped to %s", g, want, backup.local)
+		}
+	}
+	if !c.logged("connection sync: installed the former owner's flows") {
+		t.Error("no log line for the installed flows")
+	}
+}
