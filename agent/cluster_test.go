@@ -49,10 +49,10 @@ type cluster struct {
 	// keyFiles gives each agent its key in a file of its own (encrypt_key_file).
 	keyFiles bool
 	// flows gives an agent (by index) a table of masqueraded flows to replicate.
-	flows map[int]FlowSource
-	agents   []*Agent
-	mu       sync.Mutex
-	logs     []string
+	flows  map[int]FlowSource
+	agents []*Agent
+	mu     sync.Mutex
+	logs   []string
 }
 
 func newCluster(t testing.TB, prios ...int) *cluster {
