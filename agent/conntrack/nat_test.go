@@ -38,7 +38,13 @@ func TestEncodeNew_Refuses(t *testing.T) {
 
 // newNamespace creates a network namespace that masquerades, as a NAT's does, and returns
 // a file descriptor of it.
-func newNamespace(t *testing.T) int {
+func newNamespace(t testing.TB) int {
+	fd, _ := newNamedNamespace(t)
+	return fd
+}
+
+// newNamedNamespace is newNamespace that also returns the namespace's path.
+func newNamedNamespace(t testing.TB) (int, string) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: needs root to create a network namespace")
@@ -71,7 +77,7 @@ func newNamespace(t *testing.T) int {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { f.Close() })
-	return int(f.Fd())
+	return int(f.Fd()), f.Name()
 }
 
 // dump reads the namespace's conntrack table with the library the agent reads it with.

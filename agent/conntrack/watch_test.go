@@ -128,15 +128,19 @@ listening:
 
 func deleteFlow(t *testing.T, netns int, f Flow) {
 	t.Helper()
+	if err := deleteFlowErr(netns, f); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// deleteFlowErr removes f from the namespace's conntrack table.
+func deleteFlowErr(netns int, f Flow) error {
 	c, err := ct.Dial(&netlink.Config{NetNS: netns})
 	if err != nil {
-		t.Fatal(err)
+		return err
 	}
 	defer c.Close()
-	k := ct.NewFlow(f.Proto, 0, f.Src.Addr(), f.Dst.Addr(), f.Src.Port(), f.Dst.Port(), 0, 0)
-	if err := c.Delete(k); err != nil {
-		t.Fatal(err)
-	}
+	return c.Delete(ct.NewFlow(f.Proto, 0, f.Src.Addr(), f.Dst.Addr(), f.Src.Port(), f.Dst.Port(), 0, 0))
 }
 
 // sameFlow compares all but the timeout, which the kernel counts down.
