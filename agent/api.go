@@ -49,6 +49,20 @@ type StatusView struct {
 	Node    string      `json:"node"`
 	Version string      `json:"version"`
 	Groups  []GroupView `json:"groups"`
+	// ConntrackSync is the state of connection sync; nil when it is off.
+	ConntrackSync *SyncView `json:"conntrack_sync,omitempty"`
+}
+
+// SyncView is what connection sync holds and has done.
+type SyncView struct {
+	// Sending: this node owns a group and sends its flows to the peers.
+	Sending bool `json:"sending"`
+	// Held is how many flows this node holds of each peer.
+	Held map[string]int `json:"held"`
+	// Dropped counts flows refused because max_flows was reached.
+	Dropped uint64 `json:"dropped"`
+	// Installed counts flows installed on takeovers since the start.
+	Installed uint64 `json:"installed"`
 }
 
 // GroupView is one group's state as this agent sees it.

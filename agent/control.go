@@ -127,6 +127,10 @@ func (a *Agent) Status(ctx context.Context) (StatusView, error) {
 			sv.Groups = append(sv.Groups, gv)
 		}
 	})
+	if s := a.flows; s != nil {
+		st := s.table.Stats()
+		sv.ConntrackSync = &SyncView{Sending: s.owning.Load(), Held: s.table.Senders(), Dropped: st.Dropped, Installed: s.installed.Load()}
+	}
 	return sv, err
 }
 

@@ -96,6 +96,10 @@ func TestCluster_FlowSync(t *testing.T) {
 			t.Fatalf("the backup holds %d of the owner's 2 flows", len(ag[1].flows.table.Flows(ownerID, time.Now())))
 		}
 	}
+	st, err := ag[1].Status(context.Background())
+	if err != nil || st.ConntrackSync == nil || st.ConntrackSync.Held[ownerID] != 2 || st.ConntrackSync.Sending {
+		t.Fatalf("backup's status: %+v (%v), want 2 flows held of the owner, not sending", st.ConntrackSync, err)
+	}
 	c.kill(0)
 	c.waitOwner(1, takeoverBound)
 	var got map[netip.AddrPort]conntrack.Flow
@@ -115,5 +119,8 @@ func TestCluster_FlowSync(t *testing.T) {
 	}
 	if !c.logged("connection sync: installed the former owner's flows") {
 		t.Error("no log line for the installed flows")
+	}
+	if st, err := ag[1].Status(context.Background()); err != nil || st.ConntrackSync.Installed < 2 {
+		t.Errorf("backup's status after the takeover: %+v (%v), want at least 2 installed", st.ConntrackSync, err)
 	}
 }

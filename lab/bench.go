@@ -38,9 +38,11 @@ type BenchOptions struct {
 	OutDir      string
 	// Stamp names the result files (bench-<Stamp>.*); empty means the start time, as
 	// 20060102T150405Z. make bench gives every part of one report the same stamp.
-	Stamp    string
-	Logger   hclog.Logger
-	Progress io.Writer
+	Stamp string
+	// NoConntrackSync runs the agents with connection sync off: the control.
+	NoConntrackSync bool
+	Logger          hclog.Logger
+	Progress        io.Writer
 }
 
 // BenchResult is everything a benchmark measured.
@@ -65,6 +67,8 @@ type RunResult struct {
 	Outage      float64 `json:"client_outage_s"`
 	Lost        int     `json:"probes_lost"`
 	TCPSurvived bool    `json:"tcp_survived"`
+	// Streams says, per kind of server-side stream, whether it survived.
+	Streams map[string]bool `json:"streams_survived,omitempty"`
 }
 
 // SoakResult is one loss soak.
@@ -111,6 +115,8 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 		"ec2_throttling":     "mutating burst 50 refill 5/s, describe burst 100 refill 20/s",
 		"route_tables":       fmt.Sprint(1 + o.ExtraTables),
 		"probe_interval":     ProbeInterval.String(),
+		"conntrack_sync":     fmt.Sprint(!o.NoConntrackSync),
+		"traffic":            "UDP probes every 10ms; a TCP echo the client writes to every 100ms; a push stream (512 B every 20ms) and a download (1 MB/s) the client only reads",
 		"natganker_config":   natgankerSettings(o.FailbackDelay),
 		"keepalived_config":  "VRRP unicast over the private segment, advert_int 1, preempt, notify_master → aws CLI",
 		"keepalived_version": firstLine(runQuiet("keepalived", "--version")),
@@ -136,7 +142,8 @@ func Bench(ctx context.Context, o BenchOptions) (*BenchResult, error) {
 func benchMechanism(ctx context.Context, o BenchOptions, mech Mechanism, res *BenchResult) error {
 	tl := NewTimeline(nil, time.Now())
 	l := New(Options{AgentBin: o.AgentBin, HelperCmd: o.HelperCmd, ExtraTables: o.ExtraTables, Logger: o.Logger, Timeline: tl, FailbackDelay: o.FailbackDelay,
-		Proxy: &ec2test.ProxyOptions{Latency: o.Latency, Throttle: true}})
+		NoConntrackSync: o.NoConntrackSync,
+		Proxy:           &ec2test.ProxyOptions{Latency: o.Latency, Throttle: true}})
 	defer l.Close()
 	defer func() {
 		if o.OutDir == "" {
@@ -175,10 +182,10 @@ func benchMechanism(ctx context.Context, o BenchOptions, mech Mechanism, res *Be
 			return fmt.Errorf("run %d: %w", i+1, err)
 		}
 		r := RunResult{Killed: owner, Detection: f.Detection().Seconds(), Converged: f.Converged().Seconds(),
-			Outage: f.Outage.Duration().Seconds(), Lost: f.Outage.Lost, TCPSurvived: f.TCPSurvived}
+			Outage: f.Outage.Duration().Seconds(), Lost: f.Outage.Lost, TCPSurvived: f.TCPSurvived, Streams: f.Streams}
 		res.Failovers[mech] = append(res.Failovers[mech], r)
-		fmt.Fprintf(o.Progress, "%-10s run %2d/%d: killed %s  detection %.2fs  ec2 converged %.2fs  client outage %.2fs  tcp survived %v\n",
-			mech, i+1, o.Runs, owner, r.Detection, r.Converged, r.Outage, r.TCPSurvived)
+		fmt.Fprintf(o.Progress, "%-10s run %2d/%d: killed %s  detection %.2fs  ec2 converged %.2fs  client outage %.2fs  survived: echo %v, push %v, download %v\n",
+			mech, i+1, o.Runs, owner, r.Detection, r.Converged, r.Outage, r.TCPSurvived, r.Streams["push"], r.Streams["download"])
 		if err := l.ReviveHost(ctx, owner); err != nil {
 			return err
 		}
@@ -329,7 +336,21 @@ func (r *BenchResult) Table() string {
 				alive++
 			}
 		}
-		fmt.Fprintf(&b, "| %s | long TCP connection survived | %d | %d of %d | | |\n", m, len(runs), alive, len(runs))
+		fmt.Fprintf(&b, "| %s | long TCP connection survived (client writes, server echoes) | %d | %d of %d | | |\n", m, len(runs), alive, len(runs))
+		for _, k := range Streams {
+			n, seen := 0, 0
+			for _, x := range runs {
+				if survived, ok := x.Streams[k]; ok {
+					seen++
+					if survived {
+						n++
+					}
+				}
+			}
+			if seen > 0 {
+				fmt.Fprintf(&b, "| %s | %s stream survived (server writes, client only reads) | %d | %d of %d | | |\n", m, k, seen, n, seen)
+			}
+		}
 	}
 	fmt.Fprintf(&b, "\n| mechanism | loss between NATs | soak | false failovers (standby took over) | ownership changes in EC2 | longest client gap |\n|---|---|---|---|---|---|\n")
 	for _, m := range mechs {

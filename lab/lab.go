@@ -56,6 +56,9 @@ type Options struct {
 	FailbackDelay time.Duration
 	// Metrics makes each agent serve Prometheus metrics at MetricsURL (metrics.go).
 	Metrics bool
+	// NoConntrackSync turns the agents' connection sync off (conntrack_sync { enabled =
+	// false }): the control against which it is measured.
+	NoConntrackSync bool
 	// Logger receives the lab's own logs.
 	Logger hclog.Logger
 	// Timeline receives the events worth showing; may be nil.
@@ -354,8 +357,8 @@ func (l *Lab) StartTraffic(ctx context.Context) (*Traffic, error) {
 		<-p.done
 		pw.Close()
 	}()
-	go tr.consume(pr, func(at time.Time, msg string) {
-		l.tl.Add(at, "client", "TCP connection broke: %s", msg)
+	go tr.consume(pr, func(at time.Time, what, msg string) {
+		l.tl.Add(at, "client", "%s broke: %s", what, msg)
 	})
 	l.mu.Lock()
 	l.traffic = tr

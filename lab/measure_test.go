@@ -54,16 +54,24 @@ func TestTraffic_ConsumeAndTCP(t *testing.T) {
 		"te 1500000000 read: connection reset by peer",
 		"tc 1800000000",
 		"t 1900000000",
+		"sc push 1000000000",
+		"s push 1100000000",
+		"se push 1500000000 read: connection reset by peer",
+		"sc push 1800000000",
+		"s push 1900000000",
+		"sc download 1000000000",
+		"s download 1100000000",
+		"s download 1900000000",
 		"garbage",
 	}, "\n")
 	var broke []string
 	tr := &Traffic{}
-	tr.consume(strings.NewReader(in), func(_ time.Time, msg string) { broke = append(broke, msg) })
+	tr.consume(strings.NewReader(in), func(_ time.Time, what, msg string) { broke = append(broke, what+": "+msg) })
 	if len(tr.udp) != 1 || len(tr.tcpEcho) != 2 || len(tr.tcpConns) != 2 || len(tr.tcpErrs) != 1 {
 		t.Fatalf("parsed udp=%d echo=%d conns=%d errs=%d", len(tr.udp), len(tr.tcpEcho), len(tr.tcpConns), len(tr.tcpErrs))
 	}
-	if len(broke) != 1 || broke[0] != "read: connection reset by peer" {
-		t.Errorf("tcp error callback got %q", broke)
+	if len(broke) != 2 || broke[0] != "TCP echo: read: connection reset by peer" || broke[1] != "push stream: read: connection reset by peer" {
+		t.Errorf("break callback got %q", broke)
 	}
 	ns := func(n int64) time.Time { return time.Unix(0, n) }
 	if tr.TCPSurvived(ns(1_200_000_000), ns(1_300_000_000), ns(2_000_000_000)) {
@@ -71,6 +79,12 @@ func TestTraffic_ConsumeAndTCP(t *testing.T) {
 	}
 	if !tr.TCPSurvived(ns(1_600_000_000), ns(1_700_000_000), ns(2_000_000_000)) {
 		t.Errorf("new connection echoing after recovery not counted as survived")
+	}
+	if tr.StreamSurvived("push", ns(1_200_000_000), ns(1_300_000_000), ns(2_000_000_000)) || tr.StreamErrorsBetween("push", ns(1_200_000_000), ns(2_000_000_000)) != 1 {
+		t.Errorf("push stream reset inside the window counted as survived")
+	}
+	if !tr.StreamSurvived("download", ns(1_200_000_000), ns(1_300_000_000), ns(2_000_000_000)) {
+		t.Errorf("download with data after recovery and no break not counted as survived")
 	}
 }
 

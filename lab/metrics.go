@@ -26,6 +26,14 @@ func (l *Lab) metricsConfig(host string) string {
 	return fmt.Sprintf("\ntelemetry {\n  prometheus_listen = %q\n}\n", net.JoinHostPort(natIP(host), fmt.Sprint(MetricsPort)))
 }
 
+// syncConfig is the conntrack_sync block added to an agent's configuration, or "".
+func (l *Lab) syncConfig() string {
+	if !l.opts.NoConntrackSync {
+		return ""
+	}
+	return "\nconntrack_sync {\n  enabled = false\n}\n"
+}
+
 // Scrape reads the metrics of the agent on host.
 func (l *Lab) Scrape(ctx context.Context, host string) (telemetry.Scrape, error) {
 	return telemetry.Get(ctx, MetricsURL(host))

@@ -188,7 +188,7 @@ func (l *Lab) startAgent(ctx context.Context, n *node) error {
 		return fmt.Errorf("%w: %w", ErrNoAgent, err)
 	}
 	cfg := filepath.Join(l.opts.Dir, n.host+".hcl")
-	if err := os.WriteFile(cfg, []byte(l.agentConfig(n.host)+l.metricsConfig(n.host)), 0o600); err != nil {
+	if err := os.WriteFile(cfg, []byte(l.agentConfig(n.host)+l.metricsConfig(n.host)+l.syncConfig()), 0o600); err != nil {
 		return fmt.Errorf("write agent config: %w", err)
 	}
 	// An agent started while its metadata mock is down cannot learn who it is.

@@ -112,7 +112,9 @@ type Failover struct {
 	// after it.
 	Outage      Outage
 	TCPSurvived bool
-	Takeover    *Takeover // natganker's log line, when seen
+	// Streams says, per kind of server-side stream (Streams), whether it survived.
+	Streams  map[string]bool
+	Takeover *Takeover // natganker's log line, when seen
 }
 
 // Detection is kill → decision.
@@ -146,13 +148,29 @@ func (l *Lab) HardKill(ctx context.Context, tr *Traffic, host string, mech Mecha
 	f.Outage = o
 	l.tl.Add(o.LastBefore, "client", "last reply before the kill")
 	l.tl.Add(o.FirstAfter, "client", "first reply after the kill: outage %.3fs (%d probes lost)", o.Duration().Seconds(), o.Lost)
-	// TCP retransmits back off; give the connection up to 5 s to echo again.
+	// TCP retransmits back off; give each connection up to 5 s to show it lives, or broke.
 	recovered := o.FirstAfter
+	settled := func(now time.Time) bool {
+		if !tr.TCPSurvived(at, recovered, now) && tr.TCPErrorsBetween(at, now) == 0 {
+			return false
+		}
+		for _, k := range Streams {
+			if !tr.StreamSurvived(k, at, recovered, now) && tr.StreamErrorsBetween(k, at, now) == 0 {
+				return false
+			}
+		}
+		return true
+	}
 	deadline := time.Now().Add(5 * time.Second)
-	for !tr.TCPSurvived(at, recovered, time.Now()) && tr.TCPErrorsBetween(at, time.Now()) == 0 && time.Now().Before(deadline) {
+	for !settled(time.Now()) && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	f.TCPSurvived = tr.TCPSurvived(at, recovered, time.Now())
+	now := time.Now()
+	f.TCPSurvived = tr.TCPSurvived(at, recovered, now)
+	f.Streams = map[string]bool{}
+	for _, k := range Streams {
+		f.Streams[k] = tr.StreamSurvived(k, at, recovered, now)
+	}
 	survivorID := l.world.Instances[f.Survivor].ID
 	// The decision is logged after the claim finishes; give the line a moment to arrive.
 	deadline = time.Now().Add(3 * time.Second)

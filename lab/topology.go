@@ -28,6 +28,8 @@ const (
 	IMDSIP       = "169.254.169.254"
 	UDPEchoPort  = 7
 	TCPEchoPort  = 8
+	PushPort     = 9  // inet pushes to the client, which only reads
+	DownloadPort = 10 // inet streams a download to the client
 )
 
 // Host names as the lab knows them; the namespace is Prefix+name.

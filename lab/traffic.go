@@ -26,6 +26,20 @@ const ProbeInterval = 10 * time.Millisecond
 // tcpInterval is the spacing of writes on the long-lived TCP connection.
 const tcpInterval = 100 * time.Millisecond
 
+// The server-side streams: connections on which only inet writes, the kind a NAT that takes
+// over without the flow's connection-tracking entry answers with a reset.
+const (
+	// pushBytes every pushInterval: a server push, a long poll's answers.
+	pushBytes, pushInterval = 512, 20 * time.Millisecond
+	// downloadBytes every downloadInterval: a bulk download at 1 MB/s.
+	downloadBytes, downloadInterval = 16 << 10, 16 * time.Millisecond
+	// streamReport is the least spacing of the prober's lines about a stream's data.
+	streamReport = 50 * time.Millisecond
+)
+
+// Streams are the kinds of server-side stream the prober keeps open, besides the echo.
+var Streams = []string{"push", "download"}
+
 // RunHelper runs the helper named by HelperEnv and returns the process exit code. A main
 // function calls it first: `if lab.IsHelper() { os.Exit(lab.RunHelper()) }`.
 func RunHelper() int {
@@ -48,7 +62,8 @@ func RunHelper() int {
 // IsHelper reports whether this process was started as an in-namespace helper.
 func IsHelper() bool { return os.Getenv(HelperEnv) != "" }
 
-// serve runs inside inet: a UDP echo and a TCP echo service. ICMP is the kernel's.
+// serve runs inside inet: a UDP echo and a TCP echo service, and the server side of the
+// push and download streams. ICMP is the kernel's.
 func serve() error {
 	uc, err := net.ListenPacket("udp", net.JoinHostPort(InetIP, strconv.Itoa(UDPEchoPort)))
 	if err != nil {
@@ -57,6 +72,17 @@ func serve() error {
 	ln, err := net.Listen("tcp", net.JoinHostPort(InetIP, strconv.Itoa(TCPEchoPort)))
 	if err != nil {
 		return fmt.Errorf("listen tcp: %w", err)
+	}
+	for _, s := range []struct {
+		port  int
+		bytes int
+		every time.Duration
+	}{{PushPort, pushBytes, pushInterval}, {DownloadPort, downloadBytes, downloadInterval}} {
+		sl, err := net.Listen("tcp", net.JoinHostPort(InetIP, strconv.Itoa(s.port)))
+		if err != nil {
+			return fmt.Errorf("listen tcp: %w", err)
+		}
+		go acceptLoop(sl, func(c net.Conn) { writeEvery(c, s.bytes, s.every) })
 	}
 	go func() {
 		buf := make([]byte, 2048)
@@ -77,6 +103,32 @@ func serve() error {
 			defer c.Close()
 			_, _ = io.Copy(c, c)
 		}()
+	}
+}
+
+// acceptLoop hands every connection ln accepts to handle, in a goroutine of its own.
+func acceptLoop(ln net.Listener, handle func(net.Conn)) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			handle(c)
+		}()
+	}
+}
+
+// writeEvery writes n bytes to c every interval until a write fails; it never reads.
+func writeEvery(c net.Conn, n int, every time.Duration) {
+	buf := make([]byte, n)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for range t.C {
+		if _, err := c.Write(buf); err != nil {
+			return
+		}
 	}
 }
 
@@ -116,6 +168,8 @@ func probe(out io.Writer) error {
 		}
 	}()
 	go tcpLoop(emit)
+	go streamLoop(emit, "push", PushPort)
+	go streamLoop(emit, "download", DownloadPort)
 	t := time.NewTicker(ProbeInterval)
 	defer t.Stop()
 	var seq uint64
@@ -166,6 +220,35 @@ func tcpLoop(emit func(string, ...any)) {
 	}
 }
 
+// streamLoop keeps one connection to inet's stream service on port open, only reading:
+// "sc kind ns" on connect, "s kind ns" when data came (at most every streamReport), "se kind
+// ns error" when the connection breaks, after which it reconnects.
+func streamLoop(emit func(string, ...any), kind string, port int) {
+	addr := net.JoinHostPort(InetIP, strconv.Itoa(port))
+	buf := make([]byte, 64<<10)
+	for {
+		c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+		if err != nil {
+			time.Sleep(500 * time.Millisecond)
+			continue
+		}
+		emit("sc %s %d", kind, time.Now().UnixNano())
+		var last time.Time
+		for {
+			if _, err = c.Read(buf); err != nil {
+				break
+			}
+			if now := time.Now(); now.Sub(last) >= streamReport {
+				emit("s %s %d", kind, now.UnixNano())
+				last = now
+			}
+		}
+		emit("se %s %d %s", kind, time.Now().UnixNano(), strings.ReplaceAll(err.Error(), "\n", " "))
+		c.Close()
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
 // Traffic is what the client's prober has seen, collected from its output.
 type Traffic struct {
 	mu       sync.Mutex
@@ -173,6 +256,24 @@ type Traffic struct {
 	tcpEcho  []time.Time
 	tcpErrs  []time.Time
 	tcpConns []time.Time
+	streams  map[string]*streamLog
+}
+
+// streamLog is what the prober saw of one kind of stream.
+type streamLog struct {
+	conns, data, errs []time.Time
+}
+
+func (tr *Traffic) stream(kind string) *streamLog {
+	if tr.streams == nil {
+		tr.streams = map[string]*streamLog{}
+	}
+	s := tr.streams[kind]
+	if s == nil {
+		s = &streamLog{}
+		tr.streams[kind] = s
+	}
+	return s
 }
 
 type udpReply struct {
@@ -180,8 +281,9 @@ type udpReply struct {
 	sent, recv time.Time
 }
 
-// consume parses prober output until r ends.
-func (tr *Traffic) consume(r io.Reader, onTCPError func(at time.Time, msg string)) {
+// consume parses prober output until r ends; onBreak hears of every broken connection
+// ("TCP echo", "push stream", "download stream").
+func (tr *Traffic) consume(r io.Reader, onBreak func(at time.Time, what, msg string)) {
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
@@ -200,12 +302,30 @@ func (tr *Traffic) consume(r io.Reader, onTCPError func(at time.Time, msg string
 			tr.tcpEcho = append(tr.tcpEcho, ns(f[1]))
 		case "tc":
 			tr.tcpConns = append(tr.tcpConns, ns(f[1]))
+		case "sc", "s", "se":
+			if len(f) >= 3 {
+				st := tr.stream(f[1])
+				at := ns(f[2])
+				switch f[0] {
+				case "sc":
+					st.conns = append(st.conns, at)
+				case "s":
+					st.data = append(st.data, at)
+				case "se":
+					st.errs = append(st.errs, at)
+					if onBreak != nil {
+						tr.mu.Unlock()
+						onBreak(at, f[1]+" stream", strings.Join(f[3:], " "))
+						continue
+					}
+				}
+			}
 		case "te":
 			at := ns(f[1])
 			tr.tcpErrs = append(tr.tcpErrs, at)
-			if onTCPError != nil {
+			if onBreak != nil {
 				tr.mu.Unlock()
-				onTCPError(at, strings.Join(f[2:], " "))
+				onBreak(at, "TCP echo", strings.Join(f[2:], " "))
 				continue
 			}
 		}
@@ -277,6 +397,34 @@ func (tr *Traffic) TCPSurvived(from, recovered, to time.Time) bool {
 	}
 	i := sort.Search(len(tr.tcpEcho), func(i int) bool { return tr.tcpEcho[i].After(recovered) })
 	return i < len(tr.tcpEcho) && !tr.tcpEcho[i].After(to)
+}
+
+// StreamSurvived reports whether the stream of kind lived through [from, to] without
+// breaking and brought data after recovered.
+func (tr *Traffic) StreamSurvived(kind string, from, recovered, to time.Time) bool {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	st := tr.stream(kind)
+	for _, e := range st.errs {
+		if !e.Before(from) && !e.After(to) {
+			return false
+		}
+	}
+	i := sort.Search(len(st.data), func(i int) bool { return st.data[i].After(recovered) })
+	return i < len(st.data) && !st.data[i].After(to)
+}
+
+// StreamErrorsBetween counts breaks of the stream of kind in [from, to].
+func (tr *Traffic) StreamErrorsBetween(kind string, from, to time.Time) int {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	n := 0
+	for _, e := range tr.stream(kind).errs {
+		if !e.Before(from) && !e.After(to) {
+			n++
+		}
+	}
+	return n
 }
 
 // TCPErrorsBetween counts connection breaks in [from, to].

@@ -200,6 +200,19 @@ func (t *Table) Forget(sender string) {
 	delete(t.complete, sender)
 }
 
+// Senders returns how many flows are held of each sender.
+func (t *Table) Senders() map[string]int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make(map[string]int, len(t.senders))
+	for name, flows := range t.senders {
+		if len(flows) > 0 {
+			out[name] = len(flows)
+		}
+	}
+	return out
+}
+
 // Stats returns the table's counters.
 func (t *Table) Stats() TableStats {
 	t.mu.Lock()

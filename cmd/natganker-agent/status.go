@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -38,7 +39,9 @@ managed route (route table, destination -> target, state), when EC2 was last rea
 the last takeover made by this agent with its timings: "detected after" is the time
 from the triggering event (such as the owner going quiet) to the start of the takeover,
 "confirmed in" the time spent confirming the old owner is gone, and the EIP, route and
-verification times are measured from the start of the takeover.
+verification times are measured from the start of the takeover. With connection sync on,
+it also shows whether this node is sending its flows (it owns a group), how many flows it
+holds of each peer, and how many it installed on takeovers.
 
 Flags:
   -json          print the agent's answer as JSON
@@ -123,6 +126,22 @@ func writeStatus(w io.Writer, st agent.StatusView, now time.Time) error {
 				fmt.Fprintf(&b, "    error: %s\n", t.Error)
 			}
 		}
+	}
+	if cs := st.ConntrackSync; cs != nil {
+		state := "on, holding what the peers send"
+		if cs.Sending {
+			state = "on, sending this node's flows to the peers"
+		}
+		fmt.Fprintf(&b, "\nConnection sync: %s\n", state)
+		names := make([]string, 0, len(cs.Held))
+		for n := range cs.Held {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			fmt.Fprintf(&b, "  Flows held of %s: %d\n", n, cs.Held[n])
+		}
+		fmt.Fprintf(&b, "  Installed on takeovers: %d; dropped at max_flows: %d\n", cs.Installed, cs.Dropped)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -35,12 +35,13 @@ func (c *benchCmd) Run(ctx context.Context, args []string) error {
 	tables := fs.Int("tables", 3, "route tables pointing at the owner (the client's plus extras)")
 	mechs := fs.String("mech", "natganker,keepalived", "mechanisms to measure")
 	out := fs.String("out", "lab/results", "directory for the results (Markdown, JSON, SVG)")
+	sync := fs.Bool("conntrack-sync", true, "run the agents with connection sync (conntrack_sync); false is the control")
 	stamp := fs.String("stamp", "", "name the result files bench-STAMP.* (default: the start time, 20060102T150405Z)")
 	verbose := fs.Bool("v", false, "log the lab's warnings")
 	if err := fs.Parse(args); err != nil {
 		return usageError{err.Error()}
 	}
-	o := lab.BenchOptions{Runs: *runs, SpotRuns: *spot, FailbackDelay: *failback, Soak: *soak, Stall: *stall, Latency: *latency, ExtraTables: *tables - 1, OutDir: *out, Stamp: *stamp, Progress: os.Stdout}
+	o := lab.BenchOptions{Runs: *runs, SpotRuns: *spot, FailbackDelay: *failback, Soak: *soak, Stall: *stall, Latency: *latency, ExtraTables: *tables - 1, OutDir: *out, Stamp: *stamp, NoConntrackSync: !*sync, Progress: os.Stdout}
 	if *tables < 1 {
 		return usageError{"-tables must be at least 1"}
 	}
