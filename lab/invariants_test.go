@@ -35,17 +35,20 @@ type pair struct {
 
 // startPair starts a lab with agentBin on both NATs and returns once both agents see each
 // other healthy and both have read from EC2 that nat1 owns the group. On failure, or with
-// -v, it logs the lab's timeline and the tail of both agent logs.
+// -v, the lab's timeline and the agents' logs are printed.
 func startPair(ctx context.Context, t *testing.T, agentBin string, failbackDelay time.Duration) *pair {
 	t.Helper()
+	return startLab(ctx, t, lab.Options{AgentBin: agentBin, FailbackDelay: failbackDelay})
+}
+
+// startLab is startPair with the lab's options given: its directory, timeline and logger are
+// the test's.
+func startLab(ctx context.Context, t *testing.T, o lab.Options) *pair {
+	t.Helper()
 	tl := lab.NewTimeline(nil, time.Now())
-	l := lab.New(lab.Options{
-		Dir:           t.TempDir(),
-		AgentBin:      agentBin,
-		FailbackDelay: failbackDelay,
-		Timeline:      tl,
-		Logger:        hclog.New(&hclog.LoggerOptions{Name: "lab", Level: hclog.Warn, Output: testWriter{t}}),
-	})
+	o.Dir, o.Timeline = t.TempDir(), tl
+	o.Logger = hclog.New(&hclog.LoggerOptions{Name: "lab", Level: hclog.Warn, Output: testWriter{t}})
+	l := lab.New(o)
 	t.Cleanup(func() {
 		if t.Failed() || testing.Verbose() {
 			var b strings.Builder

@@ -2,13 +2,9 @@ package lab_test
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/go-hclog"
 
 	"github.com/natganker/natganker/agent/telemetry"
 	"github.com/natganker/natganker/lab"
@@ -25,39 +21,7 @@ func TestLab_Metrics(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 
-	tl := lab.NewTimeline(nil, time.Now())
-	l := lab.New(lab.Options{
-		Dir:           t.TempDir(),
-		AgentBin:      agentBin,
-		FailbackDelay: 3 * time.Second,
-		Metrics:       true,
-		Timeline:      tl,
-		Logger:        hclog.New(&hclog.LoggerOptions{Name: "lab", Level: hclog.Warn, Output: testWriter{t}}),
-	})
-	t.Cleanup(func() {
-		if t.Failed() {
-			var b strings.Builder
-			tl.Print(&b, time.Time{}, time.Time{})
-			t.Logf("lab timeline:\n%s", b.String())
-			for _, h := range []string{lab.Nat1, lab.Nat2} {
-				if log, err := os.ReadFile(filepath.Join(l.Dir(), "agent-"+h+".log")); err == nil {
-					t.Logf("agent %s log (tail):\n%s", h, tail(string(log), 40))
-				}
-			}
-		}
-		if err := l.Close(); err != nil {
-			t.Errorf("tear down lab: %v", err)
-		}
-	})
-	if err := l.Up(ctx); err != nil {
-		t.Fatalf("lab up: %v", err)
-	}
-	if err := l.StartMechanism(ctx, lab.Natganker, time.Minute); err != nil {
-		t.Fatalf("start agents: %v", err)
-	}
-	if _, err := l.WaitOwner(ctx, lab.Nat1, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
+	l := startLab(ctx, t, lab.Options{AgentBin: agentBin, FailbackDelay: 3 * time.Second, Metrics: true}).Lab
 	tr, err := l.StartTraffic(ctx)
 	if err != nil {
 		t.Fatalf("client traffic through nat1: %v", err)
