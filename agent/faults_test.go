@@ -26,9 +26,7 @@ const takeoverBound = 15 * time.Second
 func TestFaults_EC2UnreachableWhileOwnerDies(t *testing.T) {
 	c := newCluster(t, 200, 100)
 	c.withProxies()
-	a := c.start(0)
-	c.start(1)
-	c.waitMembers(a, 2)
+	c.up()
 	c.waitOwner(0, 10*time.Second)
 	for _, p := range c.proxies {
 		p.Hang()
@@ -132,9 +130,7 @@ func (c *cluster) watchOwner(t *testing.T) func() int {
 // backs.
 func TestFaults_ByHand(t *testing.T) {
 	c := newCluster(t, 200, 100)
-	a := c.start(0)
-	c.start(1)
-	c.waitMembers(a, 2)
+	c.up()
 	c.waitOwner(0, 10*time.Second)
 	ctx := context.Background()
 
@@ -231,10 +227,7 @@ func TestFaults_NewOwnerDiesMidClaim(t *testing.T) {
 	// undone.
 	c.ec2Extra = "max_concurrency = 1"
 	c.withProxies()
-	a := c.start(0)
-	c.start(1)
-	c.start(2)
-	c.waitMembers(a, 3)
+	c.up()
 	c.waitOwner(0, 10*time.Second)
 	died := make(chan struct{}, 1)
 	p := c.proxies[1]
@@ -272,9 +265,7 @@ func TestFaults_NewOwnerDiesMidClaim(t *testing.T) {
 func TestFaults_RoutesThrottledAfterEIP(t *testing.T) {
 	c := newCluster(t, 200, 100)
 	c.withProxies()
-	a := c.start(0)
-	c.start(1)
-	c.waitMembers(a, 2)
+	c.up()
 	c.waitOwner(0, 10*time.Second)
 	const throttled = 20 * time.Second
 	for _, action := range []string{"ReplaceRoute", "CreateRoute"} {
@@ -305,9 +296,7 @@ func TestFaults_RoutesThrottledAfterEIP(t *testing.T) {
 func TestFaults_EventualConsistency(t *testing.T) {
 	c := newCluster(t, 200, 100)
 	c.withProxies()
-	a := c.start(0)
-	c.start(1)
-	c.waitMembers(a, 2)
+	c.up()
 	c.waitOwner(0, 10*time.Second)
 	p := c.proxies[1]
 	p.StaleReads(2 * time.Second)

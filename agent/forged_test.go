@@ -42,9 +42,7 @@ func TestCluster_ForgedDeath(t *testing.T) {
 		// probes stand between it and a takeover.
 		c := newCluster(t, 200, 100)
 		c.plaintext = true
-		a := c.start(0)
-		c.start(1)
-		c.waitMembers(a, 2)
+		c.up()
 		c.waitOwner(0, 10*time.Second)
 		victim := c.world.Instances[0].ID
 		forgeDead(t, fmt.Sprintf("%s:%d", c.addr(1), c.port), victim)
@@ -63,9 +61,7 @@ func TestCluster_ForgedDeath(t *testing.T) {
 
 	t.Run("EncryptedDropsForgery", func(t *testing.T) {
 		c := newCluster(t, 200, 100)
-		a := c.start(0)
-		c.start(1)
-		c.waitMembers(a, 2)
+		c.up()
 		c.waitOwner(0, 10*time.Second)
 		victim := c.world.Instances[0].ID
 		forgeDead(t, fmt.Sprintf("%s:%d", c.addr(1), c.port), victim)

@@ -84,9 +84,7 @@ group "az-b" {
 		}
 	}
 
-	a := c.start(0)
-	c.start(1)
-	c.waitMembers(a, 2)
+	c.up()
 	waitLayout(nat1, nat2)
 	// Several reconciles (1 s each) on both agents: nothing moves.
 	deadline := time.Now().Add(3500 * time.Millisecond)

@@ -26,10 +26,7 @@ func TestCluster_IAMPolicyCoversCalls(t *testing.T) {
 
 	// Start-up: identity, source/destination check, the first reads, and nat1 claiming the
 	// tagged table that has no default route yet (CreateRoute).
-	a := c.start(0)
-	b := c.start(1)
-	c.waitMembers(a, 2)
-	c.waitMembers(b, 2)
+	c.up()
 	c.waitOwner(0, 10*time.Second)
 
 	// Drift repair: a route deleted and one pointed at the backup, by hand.
@@ -46,7 +43,7 @@ func TestCluster_IAMPolicyCoversCalls(t *testing.T) {
 	// Failover, then failback after the delay.
 	c.kill(0)
 	c.waitOwner(1, 10*time.Second)
-	a = c.start(0)
+	a := c.start(0)
 	c.waitMembers(a, 2)
 	c.waitOwner(0, c.delay+10*time.Second)
 

@@ -22,10 +22,7 @@ func TestCluster_PermissionDenied(t *testing.T) {
 	c := newCluster(t, 300, 200, 100)
 	c.withProxies()
 	c.proxies[1].Deny("ReplaceRoute")
-	a := c.start(0)
-	c.start(1)
-	c.start(2)
-	c.waitMembers(a, 3)
+	a := c.up()[0]
 	c.waitOwner(0, 10*time.Second)
 	backup := c.world.Instances[1].ID
 	reasonOf := func() string {

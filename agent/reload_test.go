@@ -177,10 +177,8 @@ func TestReload_Loop(t *testing.T) {
 // group after its failback delay, as it would have with that priority from the start.
 func TestCluster_ReloadPriority(t *testing.T) {
 	c := newCluster(t, 200, 100)
-	a := c.start(0)
-	b := c.start(1)
-	c.waitMembers(a, 2)
-	c.waitMembers(b, 2)
+	ag := c.up()
+	a, b := ag[0], ag[1]
 	c.waitOwner(0, 10*time.Second)
 
 	c.prios[1] = 300

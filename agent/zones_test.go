@@ -118,10 +118,7 @@ group "az-b" {
 		}
 	}
 
-	first := c.start(0)
-	c.start(1)
-	c.start(2)
-	c.waitMembers(first, 3)
+	c.up()
 	waitLayout("start", nat(0), nat(1))
 	azBStays(func() {
 		c.kill(0)
