@@ -102,15 +102,18 @@ func (c *demoCmd) Run(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintf(out, "   +%.3fs  lab     all namespaces and processes removed\n", time.Since(start).Seconds())
 
-	tcp := "survived"
-	if !f.TCPSurvived {
-		tcp = "broke"
+	word := func(ok bool) string {
+		if ok {
+			return "survived"
+		}
+		return "broke"
 	}
+	tcp := fmt.Sprintf("TCP echo %s, push stream %s, download %s", word(f.TCPSurvived), word(f.Streams["push"]), word(f.Streams["download"]))
 	detect := "n/a"
 	if d := f.Detection(); d > 0 {
 		detect = fmt.Sprintf("%.2f s", d.Seconds())
 	}
-	fmt.Fprintf(out, "\nSUMMARY: hard kill of nat1 → client outage %.2f s (%d probes lost; takeover decided %s, EIP and routes moved in EC2 %.2f s after the kill; long TCP connection %s); failback to nat1 %.1f s after revival with a %.2f s gap; demo took %.0f s\n",
+	fmt.Fprintf(out, "\nSUMMARY: hard kill of nat1 → client outage %.2f s (%d probes lost; takeover decided %s, EIP and routes moved in EC2 %.2f s after the kill; %s); failback to nat1 %.1f s after revival with a %.2f s gap; demo took %.0f s\n",
 		f.Outage.Duration().Seconds(), f.Outage.Lost, detect, f.Converged().Seconds(), tcp,
 		backAt.Sub(reviveAt).Seconds(), fbGap.Seconds(), time.Since(start).Seconds())
 	return nil
