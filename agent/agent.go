@@ -331,6 +331,7 @@ func (a *Agent) evaluate() {
 	a.abandonClaims()
 	watch := make(map[string]string)
 	for _, g := range a.groups {
+		a.clearDisplaced(g, now)
 		a.noteLostUnseen(g, now)
 		v := a.view(g, now)
 		if a.leave == nil {

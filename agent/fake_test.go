@@ -323,14 +323,17 @@ func (g *fakeGossip) peer(name string, state gossip.State, prio int, healthy boo
 // peerMeta sends an event about a peer with the given metadata.
 func (g *fakeGossip) peerMeta(name string, state gossip.State, meta gossip.Meta) {
 	m := gossip.Member{Name: name, Addr: "127.0.0.2:7946", State: state, Since: time.Now(), Meta: meta}
-	if state != gossip.StateAlive {
-		m.Gone = m.Since
-	}
 	kind := gossip.EventJoin
 	if state != gossip.StateAlive {
 		kind = gossip.EventLeave
 	}
 	g.mu.Lock()
+	// As gossip does: Gone is when the peer last dropped out of view, kept once it is back.
+	if state != gossip.StateAlive {
+		m.Gone = m.Since
+	} else {
+		m.Gone = g.members[name].Gone
+	}
 	g.members[name] = m
 	if state == gossip.StateAlive {
 		// As gossip does: an alive member's news is contact.

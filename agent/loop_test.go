@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"maps"
 	"strings"
 	"testing"
@@ -534,6 +535,33 @@ func TestLoop_OneWayPartition(t *testing.T) {
 				t.Fatal("i-a did not say why it fails back")
 			}
 		})
+	}
+}
+
+// TestLoop_PartitionHealedBeforeRead: the peer took the group while the two could not see
+// each other, and is back (alive, saying it sees this node) before this node reads the
+// takeover from EC2. The read arms the partition rule after the peer's last change; the rule
+// must lift in the next round, not wait for another change of the peer: the group fails back.
+func TestLoop_PartitionHealedBeforeRead(t *testing.T) {
+	noLeak(t)
+	cloud := newFakeCloud("i-a", "rtb-1")
+	l := startLoop(t, "i-a", loopConfig(200, 100*time.Millisecond), cloud, nil)
+	l.gossip.peer("i-b", gossip.StateAlive, 100, true)
+	waitFor(t, "the first read", func() bool { return l.status(t).EC2Owner == "i-a" })
+
+	// EC2 cannot be read while the two lose each other and i-b takes the group.
+	cloud.set(func(f *fakeCloud) { f.down = errors.New("EC2 unreachable") })
+	l.gossip.peer("i-b", gossip.StateDead, 100, true)
+	waitFor(t, "i-b gone", func() bool { return l.logged("peer gone") })
+	cloud.set(func(f *fakeCloud) { f.eip, f.routes["rtb-1"] = "i-b", "i-b" })
+	// i-b is back, owning the group and seeing i-a, before i-a can read EC2 again.
+	l.gossip.peerMeta("i-b", gossip.StateAlive, gossip.Meta{Healthy: true, Groups: map[string]gossip.GroupMeta{"egress": {Priority: 100, Owns: true}}})
+	waitFor(t, "i-b back", func() bool { return strings.Count(l.log.String(), "peer alive") >= 2 })
+	cloud.set(func(f *fakeCloud) { f.down = nil })
+	waitFor(t, "the partition rule", func() bool { return l.logged("partition suspected") })
+	waitFor(t, "failback to i-a", func() bool { return cloud.allOn("i-a") })
+	if !l.logged("see each other again") {
+		t.Fatal("i-a did not say why it fails back")
 	}
 }
 

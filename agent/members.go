@@ -67,16 +67,24 @@ func (a *Agent) onMemberChanged(prev gossip.Member, known bool, m gossip.Member,
 		return
 	}
 	for _, g := range a.groups {
-		deaf := a.saysTookUnseen(m.Name, g)
-		switch {
-		case g.displacedBy == m.Name && !deaf:
-			a.logger.Info("this node and the peer that took over see each other again: failback rules apply", "group", g.cfg.Name, "peer", m.Name)
-			a.setDisplaced(g, "")
-		case g.displacedBy == "" && deaf && g.lostTo == m.Name && g.owner == m.Name:
+		if g.displacedBy == "" && a.saysTookUnseen(m.Name, g) && g.lostTo == m.Name && g.owner == m.Name {
 			// Its announcement came after this node's read of the takeover.
 			a.displacedByDeaf(g, m.Name)
 		}
 	}
+}
+
+// clearDisplaced lifts the partition rule once the peer that took g over while the two could
+// not see each other is alive to this node, answers it, and no longer says it cannot see this
+// node: failback rules apply again. It runs every decision round, not only when the peer
+// changes: the rule may be armed by a read of EC2 that comes after the peer's last change.
+func (a *Agent) clearDisplaced(g *groupState, now time.Time) {
+	p := g.displacedBy
+	if p == "" || !a.isAlive(p) || a.silentDead(p, now) || a.saysTookUnseen(p, g) {
+		return
+	}
+	a.logger.Info("this node and the peer that took over see each other again: failback rules apply", "group", g.cfg.Name, "peer", p)
+	a.setDisplaced(g, "")
 }
 
 func (a *Agent) isAlive(name string) bool {
