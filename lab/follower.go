@@ -78,34 +78,28 @@ func (f *follower) apply(ctx context.Context, s Snapshot) error {
 	clientVia, eipOn := f.clientVia, f.eipOn
 	f.mu.Unlock()
 
+	// A route and an address that moved in the same read change together, as far as the
+	// lab can make them: one after the other would cut the client off for as long as the
+	// second change takes, a gap of the lab's own that a VPC does not have.
 	routeHost := f.w.HostOf(s.Routes[f.w.ClientTable])
+	eipHost := f.w.HostOf(s.EIPHolder)
+	var routeErr, eipErr error
+	var wg sync.WaitGroup
 	if first || routeHost != clientVia {
-		var err error
-		if routeHost == "" {
-			err = nsIP(ctx, NS(Client), "route", "replace", "unreachable", "default")
-		} else {
-			err = nsIP(ctx, NS(Client), "route", "replace", "default", "via", natIP(routeHost), "dev", "eth0")
-		}
-		if err != nil {
-			return fmt.Errorf("route client: %w", err)
-		}
+		wg.Go(func() { routeErr = f.routeClient(ctx, routeHost) })
+	}
+	if first || eipHost != eipOn {
+		wg.Go(func() { eipErr = f.placeEIP(ctx, eipHost) })
+	}
+	wg.Wait()
+	if err := errors.Join(routeErr, eipErr); err != nil {
+		return err
+	}
+	if first || routeHost != clientVia {
 		f.tl.Add(time.Now(), "vpc", "client route table %s → %s: client default route now via %s", f.w.ClientTable, orNone(s.Routes[f.w.ClientTable]), orNone(routeHost))
 		clientVia = routeHost
 	}
-	eipHost := f.w.HostOf(s.EIPHolder)
 	if first || eipHost != eipOn {
-		for _, h := range []string{Nat1, Nat2} {
-			if h != eipHost {
-				_ = nsIP(ctx, NS(h), "addr", "del", fmt.Sprintf("%s/%d", ElasticIP, PublicPrefix), "dev", "pub0")
-			}
-		}
-		if eipHost != "" {
-			if err := nsIP(ctx, NS(eipHost), "addr", "replace", fmt.Sprintf("%s/%d", ElasticIP, PublicPrefix), "dev", "pub0"); err != nil {
-				return fmt.Errorf("put eip on %s: %w", eipHost, err)
-			}
-		}
-		// The internet side must ask again who has the address.
-		_ = nsIP(ctx, NS(Inet), "neigh", "flush", "to", ElasticIP)
 		f.tl.Add(time.Now(), "vpc", "EIP %s (%s) → %s: address now on %s pub0", ElasticIP, f.w.AllocationID, orNone(s.EIPHolder), orNone(eipHost))
 		eipOn = eipHost
 	}
@@ -121,6 +115,39 @@ func (f *follower) apply(ctx context.Context, s Snapshot) error {
 		close(f.notify)
 		f.notify = make(chan struct{})
 	}
+	return nil
+}
+
+// routeClient points the client's default route at host ("" = unreachable).
+func (f *follower) routeClient(ctx context.Context, host string) error {
+	var err error
+	if host == "" {
+		err = nsIP(ctx, NS(Client), "route", "replace", "unreachable", "default")
+	} else {
+		err = nsIP(ctx, NS(Client), "route", "replace", "default", "via", natIP(host), "dev", "eth0")
+	}
+	if err != nil {
+		return fmt.Errorf("route client: %w", err)
+	}
+	return nil
+}
+
+// placeEIP puts the Elastic IP on host's public interface ("" = nowhere) and takes it off the
+// other NAT's: added first, so that there is no moment without it.
+func (f *follower) placeEIP(ctx context.Context, host string) error {
+	addr := fmt.Sprintf("%s/%d", ElasticIP, PublicPrefix)
+	if host != "" {
+		if err := nsIP(ctx, NS(host), "addr", "replace", addr, "dev", "pub0"); err != nil {
+			return fmt.Errorf("put eip on %s: %w", host, err)
+		}
+	}
+	for _, h := range []string{Nat1, Nat2} {
+		if h != host {
+			_ = nsIP(ctx, NS(h), "addr", "del", addr, "dev", "pub0")
+		}
+	}
+	// The internet side must ask again who has the address.
+	_ = nsIP(ctx, NS(Inet), "neigh", "flush", "to", ElasticIP)
 	return nil
 }
 
