@@ -322,26 +322,34 @@ func decide(v View) Verdict {
 	return verdict(ActConfirm, "owner %s is not a member", v.Owner)
 }
 
-// watched lists the peers this node pings with heartbeats for the group: while it is eligible,
-// the owner (when it is another alive member) and every alive, eligible peer that outranks
-// it. If they all died, this node would take the group; its own probes tell it so sooner
-// than memberlist's verdicts.
+// watched lists the peers this node pings with heartbeats for the group while it is
+// eligible: a chain, so that a cluster of any size costs each node one heartbeat. The node
+// that would replace the owner pings the owner (when it is another live member); every other
+// eligible node pings the eligible peer just above it in the order of ownership, the owner
+// left out: the one it would replace next. A peer found silent and dead is passed over, so
+// that when it and the owner die together the next node moves up the chain at once.
 func watched(v View) []string {
 	self := v.Peers[v.Self]
 	if !self.Eligible() {
 		return nil
 	}
-	var out []string
+	var next *Peer
 	for name, p := range v.Peers {
-		if name == v.Self || !p.Alive {
+		if name == v.Self || name == v.Owner || p.Silent || !p.Eligible() || !p.outranks(self) {
 			continue
 		}
-		if name == v.Owner || (p.Eligible() && p.outranks(self)) {
-			out = append(out, name)
+		if next == nil || next.outranks(p) {
+			p := p
+			next = &p
 		}
 	}
-	sort.Strings(out)
-	return out
+	if next != nil {
+		return []string{next.Name}
+	}
+	if o, ok := v.Peers[v.Owner]; ok && v.Owner != v.Self && o.Alive && !o.Silent {
+		return []string{v.Owner}
+	}
+	return nil
 }
 
 // quietLead reports whether the owner, still alive to memberlist, has gone quiet while this

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -360,5 +361,46 @@ func TestDecide_NeverFromLiveHealthyOwner(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestWatched: heartbeats form a chain: the successor pings the owner, every other eligible
+// node the eligible peer just above it; a peer found silent and dead is passed over.
+func TestWatched(t *testing.T) {
+	v := func(self, owner string, ps ...Peer) View { return View{Self: self, Owner: owner, Peers: peers(ps...)} }
+	four := []Peer{alive("a", 400), alive("b", 300), alive("c", 200), alive("d", 100)}
+	for _, tt := range []struct {
+		name string
+		view View
+		want []string
+	}{
+		{"SuccessorWatchesOwner", v("b", "a", four...), []string{"a"}},
+		{"ThirdWatchesSecond", v("c", "a", four...), []string{"b"}},
+		{"FourthWatchesThird", v("d", "a", four...), []string{"c"}},
+		{"OwnerWatchesNobody", v("a", "a", four...), nil},
+		{"SilentSecondPassedOver", func() View {
+			w := v("c", "a", four...)
+			w.Peers["b"] = with(w.Peers["b"], func(p *Peer) { p.Silent = true })
+			return w
+		}(), []string{"a"}},
+		{"UnhealthyPeerPassedOver", func() View {
+			w := v("d", "a", four...)
+			w.Peers["c"] = with(w.Peers["c"], func(p *Peer) { p.Healthy = false })
+			return w
+		}(), []string{"b"}},
+		{"ReturningHigherPriorityWatchesOwner", v("a", "b", four...), []string{"b"}},
+		{"BelowReturningWatchesIt", v("c", "b", four...), []string{"a"}},
+		{"NotEligibleWatchesNobody", func() View {
+			w := v("c", "a", four...)
+			w.Peers["c"] = with(w.Peers["c"], func(p *Peer) { p.Yielded = true })
+			return w
+		}(), nil},
+		{"DeadOwnerNotWatched", v("b", "a", dead("a", 400), alive("b", 300)), nil},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := watched(tt.view); !slices.Equal(got, tt.want) {
+				t.Fatalf("watched = %v, want %v", got, tt.want)
+			}
+		})
 	}
 }

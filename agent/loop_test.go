@@ -641,9 +641,10 @@ func TestLoop_HeartbeatFastPath(t *testing.T) {
 			t.Fatalf("claimed from a stalled owner whose port is open: %s", describe(cs))
 		}
 	})
-	t.Run("WatchesWhoStandsBetween", func(t *testing.T) {
-		// i-c (100) watches the owner i-a (300) and i-b (200), which would take the group
-		// before it; not i-d (50). Unhealthy, it watches no one.
+	t.Run("WatchesTheOneAbove", func(t *testing.T) {
+		// i-c (100) watches i-b (200), which would take the group before it; not the owner
+		// i-a (300), which i-b watches, nor i-d (50). When i-b goes silent, i-c watches the
+		// owner. Unhealthy, it watches no one.
 		noLeak(t)
 		cloud := newFakeCloud("i-a", "rtb-1")
 		h := &fakeHealth{health: datapath.Health{Healthy: true}}
@@ -657,14 +658,16 @@ func TestLoop_HeartbeatFastPath(t *testing.T) {
 			l.gossip.set(func(g *fakeGossip) { m = maps.Clone(g.heartbeats) })
 			return m
 		}
-		waitFor(t, "heartbeats to i-a and i-b", func() bool { b := beats(); return b["i-a"] > 0 && b["i-b"] > 0 })
-		if n := beats()["i-d"]; n != 0 {
-			t.Fatalf("%d heartbeats to i-d, which ranks below", n)
+		waitFor(t, "heartbeats to i-b", func() bool { return beats()["i-b"] > 2 })
+		if b := beats(); b["i-a"] != 0 || b["i-d"] != 0 {
+			t.Fatalf("heartbeats %v: only i-b, the one just above, is watched", b)
 		}
+		l.gossip.set(func(g *fakeGossip) { g.silent["i-b"] = true })
+		waitFor(t, "heartbeats to the owner once i-b is found silent", func() bool { return beats()["i-a"] > 0 })
 		h.mu.Lock()
 		h.health = datapath.Health{Reason: "interface pub0 is down"}
 		h.mu.Unlock()
-		waitFor(t, "the heartbeats to stop", func() bool { return l.logged("heartbeat stopped: peer=i-a") && l.logged("heartbeat stopped: peer=i-b") })
+		waitFor(t, "the heartbeats to stop", func() bool { return l.logged("heartbeat stopped: peer=i-a") })
 	})
 }
 
