@@ -352,7 +352,13 @@ func (r *BenchResult) Table() string {
 			}
 		}
 	}
-	fmt.Fprintf(&b, "\n| mechanism | loss between NATs | soak | false failovers (standby took over) | ownership changes in EC2 | longest client gap |\n|---|---|---|---|---|---|\n")
+	soaks := 0
+	for _, m := range mechs {
+		soaks += len(r.Soaks[m])
+	}
+	if soaks > 0 {
+		fmt.Fprintf(&b, "\n| mechanism | loss between NATs | soak | false failovers (standby took over) | ownership changes in EC2 | longest client gap |\n|---|---|---|---|---|---|\n")
+	}
 	for _, m := range mechs {
 		for _, s := range r.Soaks[m] {
 			what := fmt.Sprintf("%d%%", s.LossPercent)
