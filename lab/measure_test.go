@@ -125,17 +125,24 @@ func TestSummarize(t *testing.T) {
 func TestBenchResult_Table(t *testing.T) {
 	r := &BenchResult{
 		Failovers: map[Mechanism][]RunResult{
-			Natganker:  {{Outage: 1, Detection: 0.5, Converged: 0.9, TCPSurvived: true}},
-			Keepalived: {{Outage: 4, Detection: 3, Converged: 5}},
+			Natganker:  {{Outage: 1, Detection: 0.5, Converged: 0.9, TCPSurvived: true, Streams: map[string]bool{"push": true, "download": true}}},
+			Keepalived: {{Outage: 4, Detection: 3, Converged: 5, Streams: map[string]bool{"push": false, "download": false}}},
 		},
 		Soaks: map[Mechanism][]SoakResult{Natganker: {{LossPercent: 5, Seconds: 600}}},
 	}
 	table := r.Table()
 	for _, want := range []string{"| natganker | client outage | 1 | 1.00 s", "| keepalived | client outage | 1 | 4.00 s",
-		"| natganker | long TCP connection survived | 1 | 1 of 1", "| natganker | 5% | 600 s | 0 |", "= 4.0×"} {
+		"| natganker | long TCP connection survived (client writes, server echoes) | 1 | 1 of 1",
+		"| natganker | push stream survived (server writes, client only reads) | 1 | 1 of 1",
+		"| keepalived | download stream survived (server writes, client only reads) | 1 | 0 of 1",
+		"| natganker | 5% | 600 s | 0 |", "= 4.0×"} {
 		if !strings.Contains(table, want) {
 			t.Errorf("table lacks %q:\n%s", want, table)
 		}
+	}
+	// Without soaks there is no soak table.
+	if noSoak := (&BenchResult{Failovers: r.Failovers}).Table(); strings.Contains(noSoak, "loss between NATs") {
+		t.Errorf("a soak table without soaks:\n%s", noSoak)
 	}
 	if svg := r.SVG(); !strings.HasPrefix(svg, "<svg") || !strings.Contains(svg, "keepalived") {
 		t.Errorf("SVG plot malformed:\n%s", svg)
