@@ -7,8 +7,8 @@ import (
 	"github.com/natganker/natganker/config"
 )
 
-// An eligible node pings directly, every gossip.heartbeat_interval, each peer that stands
-// between it and a group: the owner, and every eligible peer that outranks it (watched).
+// An eligible node pings directly, every gossip.heartbeat_interval, the peer it watches for a
+// group (watched): the owner if it would replace it, else the eligible peer just above it.
 // Each answer is contact; config.HeartbeatMisses intervals without any make the peer quiet,
 // which starts a confirmation burst at once, and a burst that finds nothing makes the peer
 // dead for the decision without waiting for memberlist's suspicion timeout (which, with more

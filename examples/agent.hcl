@@ -71,9 +71,9 @@ gossip {
   confirm_probes  = 10
   confirm_timeout = "150ms"
 
-  # Each agent pings the owner of a group, and the agents ranked above it, this often; two
-  # intervals without an answer start the confirmation burst at once, without waiting for
-  # memberlist's verdict.
+  # Each agent pings one peer this often: the owner of a group if it would replace it, else
+  # the agent ranked just above it; two intervals without an answer start the confirmation
+  # burst at once, without waiting for memberlist's verdict.
   # From the profile (fast: 50ms, lan: 500ms); "0s" turns it off.
   # heartbeat_interval = "50ms"
 }
