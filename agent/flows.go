@@ -14,6 +14,8 @@ import (
 
 // FlowSource is the kernel's table of masqueraded flows; *conntrack.Kernel implements it.
 type FlowSource interface {
+	// Check reports whether the kernel's table can be read at all.
+	Check() error
 	// Watch reports changes to the masqueraded flows until ctx ends; an error means
 	// changes may have been missed.
 	Watch(ctx context.Context, emit func(conntrack.Record)) error
@@ -65,7 +67,7 @@ func (a *Agent) startFlowSync() {
 		a.logger.Warn("connection sync is off: the cluster has no gossip key (gossip.encrypt_key), and flows are only sent sealed with it; established connections will break on a failover")
 		return
 	}
-	if _, err := a.deps.Flows.Snapshot(); err != nil {
+	if err := a.deps.Flows.Check(); err != nil {
 		a.logger.Warn("connection sync is off: the kernel's connection tracking cannot be read over netlink (ctnetlink); established connections will break on a failover", "error", err)
 		return
 	}

@@ -61,6 +61,8 @@ func (f *fakeFlows) Install(flows []conntrack.Flow) (int, int, error) {
 	return len(flows), 0, nil
 }
 
+func (f *fakeFlows) Check() error { return nil }
+
 func (f *fakeFlows) LocalAddr() (netip.Addr, bool) { return f.local, true }
 
 func (f *fakeFlows) installedFlows() map[netip.AddrPort]conntrack.Flow {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 
+	ct "github.com/ti-mo/conntrack"
 	"golang.org/x/sys/unix"
 )
 
@@ -15,6 +16,20 @@ type Kernel struct {
 	// PublicInterface is the interface this node masquerades out of; its first IPv4
 	// address is the one installed flows are mapped to. Empty: keep each flow's mapping.
 	PublicInterface string
+}
+
+// Check asks ctnetlink for the table's global counters, one small request: whether the kernel
+// has it and this process may use it, without reading a table that may hold many flows.
+func (k *Kernel) Check() error {
+	c, err := ct.Dial(nil)
+	if err != nil {
+		return fmt.Errorf("open ctnetlink: %w", err)
+	}
+	defer c.Close()
+	if _, err := c.StatsGlobal(); err != nil {
+		return fmt.Errorf("ask ctnetlink: %w", err)
+	}
+	return nil
 }
 
 // Watch follows the masqueraded flows (see the package's Watch).

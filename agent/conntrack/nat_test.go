@@ -154,3 +154,13 @@ func TestInstall_KernelKeepsTheMapping(t *testing.T) {
 		t.Fatalf("second install of the same flow: err = %v, want EEXIST", err)
 	}
 }
+
+// Check asks the kernel of this process's namespace; a kernel with ctnetlink answers.
+func TestKernel_Check(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: ctnetlink needs root")
+	}
+	if err := (&Kernel{}).Check(); err != nil {
+		t.Fatal(err)
+	}
+}
