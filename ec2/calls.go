@@ -15,6 +15,9 @@ import (
 
 // associate points the Elastic IP ref (allocation id, or public IP when allocID is unknown) at m.
 func (c *Client) associate(ctx context.Context, ref, allocID string, m me) Step {
+	if m.pin && m.addr.Want == "" {
+		return Step{Action: ActionFailed, Err: fmt.Errorf("associate elastic ip %s with %s: %w", ref, m.target(), m.addr.shortError())}
+	}
 	in := associateInput(ref, allocID, m)
 	if _, err := c.api.AssociateAddress(ctx, in); err != nil {
 		if code := errorCode(err); code == "InvalidAllocationID.NotFound" || code == "InvalidAddress.NotFound" {
@@ -26,8 +29,17 @@ func (c *Client) associate(ctx context.Context, ref, allocID string, m me) Step 
 	return Step{Action: ActionAssociated}
 }
 
-// target names this instance in log lines: its id, or the interface it is targeted by.
+// target names this instance in log lines: its id, or the interface it is targeted by, and
+// the private address the Elastic IP goes on when it is pinned.
 func (m me) target() string {
+	if m.pin && m.addr.Want != "" {
+		return m.route() + " at " + m.addr.Want
+	}
+	return m.route()
+}
+
+// route names this instance in log lines without the Elastic IP's private address.
+func (m me) route() string {
 	switch {
 	case m.targetENI:
 		return m.eni
@@ -68,7 +80,7 @@ func (c *Client) moveRoute(ctx context.Context, cur Route, m me) RouteStep {
 		return step
 	}
 	c.log.Info("pointed route at self", "route_table", cur.RouteTableID, "destination", cur.Destination,
-		"action", step.Action, "target", m.target(), "was", cur.InstanceID+cur.OtherTarget, "was_state", cur.State)
+		"action", step.Action, "target", m.route(), "was", cur.InstanceID+cur.OtherTarget, "was_state", cur.State)
 	return step
 }
 
@@ -112,7 +124,21 @@ func associateInput(ref, allocID string, m me) *ec2sdk.AssociateAddressInput {
 		in.PublicIp = aws.String(ref)
 	}
 	in.InstanceId, in.NetworkInterfaceId = targetOf(m.eipTarget())
+	if m.pin && m.addr.Want != "" {
+		// Named even when it is the primary address: an Elastic IP left on another address
+		// of this interface moves to it.
+		in.PrivateIpAddress = aws.String(m.addr.Want)
+	}
 	return in
+}
+
+// eipAt names where an Elastic IP as read points, for messages.
+func eipAt(e EIP, m me) string {
+	at := orNone(e.InstanceID, e.ENIID)
+	if m.pin && e.PrivateIP != "" {
+		at += " at " + e.PrivateIP
+	}
+	return at
 }
 
 // replaceRouteInput and createRouteInput are the calls that point dest in table at m.

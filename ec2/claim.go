@@ -186,7 +186,7 @@ func (c *Client) planRead(ctx context.Context, g Group, m me, rep *Report) moves
 		mv.eip = true
 	case !er.found:
 		rep.EIP = Step{Action: ActionFailed, Err: fmt.Errorf("elastic ip %s not found", g.ElasticIP)}
-	case m.owns(er.eip.InstanceID, er.eip.ENIID):
+	case m.holdsEIP(er.eip):
 		rep.EIP = Step{Action: ActionUnchanged}
 	default:
 		mv.eip, mv.allocID = true, er.eip.AllocationID
@@ -446,10 +446,10 @@ func (c *Client) check(ctx context.Context, g Group, m me, rep *Report) (wrong [
 			errs = append(errs, fmt.Errorf("verify: %w", er.err))
 		case !er.found:
 			errs = append(errs, fmt.Errorf("verify: elastic ip %s not found", g.ElasticIP))
-		case !m.owns(er.eip.InstanceID, er.eip.ENIID):
+		case !m.holdsEIP(er.eip):
 			wrong = append(wrong, mismatch{eip: true, allocID: er.eip.AllocationID,
 				err: fmt.Errorf("verify: elastic ip %s points at %s, want %s",
-					g.ElasticIP, orNone(er.eip.InstanceID, er.eip.ENIID), m.target())})
+					g.ElasticIP, eipAt(er.eip, m), m.target())})
 		}
 	}
 	if tr.err != nil {
@@ -487,7 +487,7 @@ func (c *Client) check(ctx context.Context, g Group, m me, rep *Report) (wrong [
 			continue
 		}
 		wrong = append(wrong, mismatch{route: r, err: fmt.Errorf("verify: route %s in %s points at %s (%s), want %s",
-			r.Destination, r.RouteTableID, orNone(r.InstanceID, r.ENIID, r.OtherTarget), r.State, m.target())})
+			r.Destination, r.RouteTableID, orNone(r.InstanceID, r.ENIID, r.OtherTarget), r.State, m.route())})
 	}
 	return wrong, errs
 }

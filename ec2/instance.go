@@ -59,7 +59,7 @@ func (c *Client) resolveSelf(ctx context.Context, g Group, self Self) (me, error
 	c.mu.Lock()
 	info := c.instances[self.InstanceID]
 	c.mu.Unlock()
-	m := me{instanceID: self.InstanceID, eni: self.ENIID, vpcID: g.VPCID, enis: info.enis, targetENI: self.TargetENI}
+	m := me{instanceID: self.InstanceID, eni: self.ENIID, vpcID: g.VPCID, enis: info.enis, targetENI: self.TargetENI, primaryENI: info.primaryENI}
 	if m.eni == "" {
 		m.eni = info.primaryENI
 	}
@@ -98,6 +98,7 @@ func (c *Client) resolveSelf(ctx context.Context, g Group, self Self) (me, error
 		}
 		m.multi = *info.multi
 	}
+	m.pinAddress(g, info)
 	return m, nil
 }
 
@@ -130,7 +131,8 @@ func (c *Client) describeInstances(ctx context.Context, ids []string) (map[strin
 					if index == 0 {
 						info.primaryENI = eni
 					}
-					info.attached = append(info.attached, attachedENI{id: eni, subnet: aws.ToString(ni.SubnetId), index: index})
+					info.attached = append(info.attached, attachedENI{id: eni, subnet: aws.ToString(ni.SubnetId), index: index,
+						addrs: orderAddresses(ni.PrivateIpAddresses, aws.ToString(ni.PrivateIpAddress))})
 				}
 				state := InstanceStateUnknown
 				if in.State != nil && in.State.Name != "" {

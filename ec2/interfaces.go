@@ -25,6 +25,8 @@ import (
 type attachedENI struct {
 	id, subnet string
 	index      int32
+	// addrs are its private IPv4 addresses, the primary first (orderAddresses).
+	addrs []string
 }
 
 // targets are the interfaces a takeover by a multi-interface instance points at.

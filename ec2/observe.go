@@ -52,6 +52,12 @@ type Group struct {
 	// A table this group names or tags itself stays managed by this group, and is reported in
 	// Observation.Problems when another group selects it too.
 	OtherGroups []TableSelection
+	// PinAddress puts the Elastic IP on one private address of the interface it goes on, the
+	// one at AddressIndex (0: the primary address), and counts it as on Self only there (see
+	// addresses.go). An agent that may hold several groups at once sets it, since EC2 lets
+	// only one Elastic IP be associated with a private address.
+	PinAddress   bool
+	AddressIndex int
 }
 
 // TableSelection is how one group selects its route tables, by id and by tags.
@@ -113,6 +119,12 @@ type Observation struct {
 	ReadAt    time.Time
 	// Problems are non-fatal findings, e.g. `route table rtb-123 not found`.
 	Problems []string
+	// Address is where the Elastic IP belongs on Self when Group.PinAddress is set; zero
+	// otherwise.
+	Address Address
+	// Misplaced, when set, says that the Elastic IP is on Self but on another private
+	// address than Address.Want: drift to repair.
+	Misplaced string
 }
 
 // EIP is an Elastic IP and its association; the association fields are "" when unassociated.
@@ -149,10 +161,14 @@ type Instance struct {
 // me is the resolved claimant.
 type me struct {
 	instanceID, eni, vpcID string
+	primaryENI             string
 	enis                   []string
 	targetENI              bool
 	// multi names the interfaces to target, for an instance with several (interfaces.go).
 	multi targets
+	// pin is Group.PinAddress, and addr where the Elastic IP goes then (addresses.go).
+	pin  bool
+	addr Address
 }
 
 // owns reports whether a target (instance id and/or interface id) is this instance in the
@@ -519,6 +535,17 @@ func (c *Client) Observe(ctx context.Context, g Group, self Self) (Observation, 
 			if _, ok := obs.Instances[owner]; ok {
 				obs.Routes[i].InstanceID = owner
 			}
+		}
+	}
+	if g.PinAddress {
+		// The interfaces were read just now: an address assigned since the last read counts.
+		c.mu.Lock()
+		info := c.instances[self.InstanceID]
+		c.mu.Unlock()
+		m.pinAddress(g, info)
+		obs.Address = m.addr
+		if g.ElasticIP != "" && m.owns(obs.EIP.InstanceID, obs.EIP.ENIID) && m.addr.Want != "" && obs.EIP.PrivateIP != m.addr.Want {
+			obs.Misplaced = fmt.Sprintf("elastic ip %s is on %s of this instance, not on %s", g.ElasticIP, orNone(obs.EIP.PrivateIP), m.addr.Want)
 		}
 	}
 	obs.ReadAt = time.Now()

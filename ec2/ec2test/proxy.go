@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"html"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -25,6 +26,8 @@ type ProxyOptions struct {
 	// Throttle answers RequestLimitExceeded when EC2's per-account token buckets would:
 	// mutating actions burst 50 and refill 5/s, Describe* actions burst 100 and refill 20/s.
 	Throttle bool
+	// AssociateAsEC2 makes AssociateAddress behave as EC2 does (see Proxy.AssociateAsEC2).
+	AssociateAsEC2 bool
 	// Seed makes the random draws (jitter, ErrorRate, ResetRate) repeatable; 0 picks a random
 	// seed.
 	Seed uint64
@@ -39,7 +42,7 @@ type ProxyOptions struct {
 // counted; it is counted in Stats; it hangs (Hang); it waits the latency; an outage that began
 // meanwhile resets it; ResetNext and ResetRate reset it; FailNext, FailFor, ErrorRate and
 // throttling answer an error; a denied action (Deny) or a route dry run is answered as EC2
-// would; it is forwarded; hooks run (OnCall); a stale answer replaces a
+// would; AssociateAsEC2 applies EC2's rule for AssociateAddress; it is forwarded; hooks run (OnCall); a stale answer replaces a
 // Describe* answer (StaleReads); LoseAnswerNext resets it; ModifyResponse rewrites the answer,
 // which is written back.
 type Proxy struct {
@@ -74,6 +77,11 @@ type Proxy struct {
 	hanging   int             // calls hung right now
 	denied    map[string]bool // actions answered UnauthorizedOperation (Deny)
 	multiENI  map[string]bool // instances EC2 refuses as a target (RefuseInstanceTarget)
+	asEC2     bool            // AssociateAddress as EC2 does it (AssociateAsEC2)
+	displaced int             // Elastic IPs AssociateAsEC2 disassociated
+	// assocMu makes the AssociateAddress calls of AssociateAsEC2 one at a time, so that two
+	// cannot both find a private address free.
+	assocMu sync.Mutex
 
 	srv *http.Server
 	ln  net.Listener
@@ -103,6 +111,7 @@ func NewProxy(upstream string, o ProxyOptions) *Proxy {
 		latency:   o.Latency,
 		jitter:    o.Jitter,
 		throttle:  o.Throttle,
+		asEC2:     o.AssociateAsEC2,
 		mutate:    &bucket{burst: 50, rate: 5, tokens: 50, last: now},
 		describe:  &bucket{burst: 100, rate: 20, tokens: 100, last: now},
 		stats:     map[string]int{},
@@ -259,10 +268,36 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if p.answerItself(w, r, action, body) {
 		return
 	}
+	var (
+		asEC2  = p.associatesAsEC2()
+		assoc  associateParams
+		target slot
+	)
+	if asEC2 && action == "AssociateAddress" {
+		p.assocMu.Lock()
+		defer p.assocMu.Unlock()
+		assoc = associateParamsOf(r, body)
+		var code, msg string
+		target, code, msg, err = p.beforeAssociate(r.Context(), r, assoc)
+		if err != nil {
+			http.Error(w, "associate as EC2: "+err.Error(), http.StatusBadGateway)
+			return
+		}
+		if code != "" {
+			writeEC2ErrorMessage(w, code, msg)
+			return
+		}
+	}
 	ans, err := p.fetch(r, body)
 	if err != nil {
 		http.Error(w, "upstream: "+err.Error(), http.StatusBadGateway)
 		return
+	}
+	if target.eni != "" && ans.status/100 == 2 {
+		if err := p.afterAssociate(r.Context(), r, assoc, target); err != nil {
+			http.Error(w, "associate as EC2: "+err.Error(), http.StatusBadGateway)
+			return
+		}
 	}
 	now := time.Now()
 	if ans.status/100 == 2 {
@@ -281,6 +316,9 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	out := ans.body
+	if asEC2 && action == "DescribeAddresses" && ans.status/100 == 2 {
+		out = rewriteAddresses(out)
+	}
 	if modify != nil && ans.status/100 == 2 {
 		out = modify(action, out)
 	}
@@ -358,6 +396,14 @@ func writeEC2Error(w http.ResponseWriter, code string) {
 	w.WriteHeader(errorStatus(code))
 	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>
 <Response><Errors><Error><Code>%s</Code><Message>injected by ec2test proxy: %s</Message></Error></Errors><RequestID>00000000-0000-0000-0000-000000000000</RequestID></Response>`, code, code)
+}
+
+// writeEC2ErrorMessage answers like EC2 does, with its XML error document and message.
+func writeEC2ErrorMessage(w http.ResponseWriter, code, msg string) {
+	w.Header().Set("Content-Type", "text/xml;charset=UTF-8")
+	w.WriteHeader(errorStatus(code))
+	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?>
+<Response><Errors><Error><Code>%s</Code><Message>%s</Message></Error></Errors><RequestID>00000000-0000-0000-0000-000000000000</RequestID></Response>`, code, html.EscapeString(msg))
 }
 
 // errorStatus is the HTTP status EC2 answers with an error code.

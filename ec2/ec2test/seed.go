@@ -34,6 +34,9 @@ type InstanceSpec struct {
 	// its own, as NAT instances with a separate private interface have. The instances'
 	// subnet is then made public: its route table sends 0.0.0.0/0 to the internet gateway.
 	SecondENI bool
+	// SecondaryIPs are assigned to its primary interface as secondary private addresses
+	// (AssignPrivateIpAddresses), e.g. one per group the instance may hold.
+	SecondaryIPs []string
 }
 
 // RouteTableSpec is one route table to create.
@@ -63,6 +66,8 @@ type SeededInstance struct {
 	ID, ENIID, PrivateIP string
 	// SecondENIID is the interface InstanceSpec.SecondENI attached, "" without.
 	SecondENIID string
+	// SecondaryIPs are InstanceSpec.SecondaryIPs, assigned to ENIID.
+	SecondaryIPs []string
 }
 
 // API returns an SDK client for endpoint with test credentials, for raw calls in tests.
@@ -144,6 +149,14 @@ func Seed(ctx context.Context, endpoint string, spec WorldSpec) (World, error) {
 			if ni.Attachment != nil && aws.ToInt32(ni.Attachment.DeviceIndex) == 0 {
 				si.ENIID = aws.ToString(ni.NetworkInterfaceId)
 			}
+		}
+		if len(is.SecondaryIPs) > 0 {
+			if _, err := api.AssignPrivateIpAddresses(ctx, &ec2.AssignPrivateIpAddressesInput{
+				NetworkInterfaceId: aws.String(si.ENIID), PrivateIpAddresses: is.SecondaryIPs,
+			}); err != nil {
+				return w, fmt.Errorf("seed: assign %v to %s: %w", is.SecondaryIPs, si.ENIID, err)
+			}
+			si.SecondaryIPs = is.SecondaryIPs
 		}
 		w.Instances = append(w.Instances, si)
 	}
