@@ -83,7 +83,15 @@ func setLink(ctx context.Context, host, dev string, up bool) error {
 	if up {
 		state = "up"
 	}
-	return nsIP(ctx, NS(host), "link", "set", dev, state)
+	if err := nsIP(ctx, NS(host), "link", "set", dev, state); err != nil {
+		return err
+	}
+	if up && dev == "pub0" {
+		// Taking an interface down removes the routes through it; its address's subnet route
+		// comes back by itself, the default route does not.
+		return natDefaultRoute(ctx, host)
+	}
+	return nil
 }
 
 // nsHandle is an open network namespace, for reading its nftables state over netlink

@@ -21,7 +21,8 @@ type OwnerChange struct {
 }
 
 // follower is the VPC data-plane stand-in: it reads moto (directly, not through any
-// proxy) and makes the lab network do what the VPC router and the internet gateway would.
+// proxy) and makes the lab network do what the VPC router and the internet gateway would:
+// the client's default route, and the gateway's mapping of the Elastic IP.
 type follower struct {
 	c      *ec2.Client
 	w      World
@@ -100,7 +101,7 @@ func (f *follower) apply(ctx context.Context, s Snapshot) error {
 		clientVia = routeHost
 	}
 	if first || eipHost != eipOn {
-		f.tl.Add(time.Now(), "vpc", "EIP %s (%s) → %s: address now on %s pub0", ElasticIP, f.w.AllocationID, orNone(s.EIPHolder), orNone(eipHost))
+		f.tl.Add(time.Now(), "vpc", "EIP %s (%s) → %s: internet gateway now maps it to %s", ElasticIP, f.w.AllocationID, orNone(s.EIPHolder), orNone(eipHost))
 		eipOn = eipHost
 	}
 	f.mu.Lock()
@@ -132,23 +133,10 @@ func (f *follower) routeClient(ctx context.Context, host string) error {
 	return nil
 }
 
-// placeEIP puts the Elastic IP on host's public interface ("" = nowhere) and takes it off the
-// other NAT's: added first, so that there is no moment without it.
+// placeEIP makes the internet gateway map the Elastic IP to host ("" = nowhere), as AWS's
+// does for the instance holding it.
 func (f *follower) placeEIP(ctx context.Context, host string) error {
-	addr := fmt.Sprintf("%s/%d", ElasticIP, PublicPrefix)
-	if host != "" {
-		if err := nsIP(ctx, NS(host), "addr", "replace", addr, "dev", "pub0"); err != nil {
-			return fmt.Errorf("put eip on %s: %w", host, err)
-		}
-	}
-	for _, h := range []string{Nat1, Nat2} {
-		if h != host {
-			_ = nsIP(ctx, NS(h), "addr", "del", addr, "dev", "pub0")
-		}
-	}
-	// The internet side must ask again who has the address.
-	_ = nsIP(ctx, NS(Inet), "neigh", "flush", "to", ElasticIP)
-	return nil
+	return mapEIP(ctx, host)
 }
 
 // Changes returns the owner changes seen so far.

@@ -355,7 +355,7 @@ func (l *Lab) KillHost(ctx context.Context, host string) (time.Time, error) {
 // ReviveHost brings a killed NAT back: links up, then its failover process restarted.
 func (l *Lab) ReviveHost(ctx context.Context, host string) error {
 	for _, dev := range []string{"priv0", "pub0"} {
-		if err := nsIP(ctx, NS(host), "link", "set", dev, "up"); err != nil {
+		if err := setLink(ctx, host, dev, true); err != nil {
 			return fmt.Errorf("revive %s: %w", host, err)
 		}
 	}

@@ -14,7 +14,9 @@ import (
 const Prefix = "ngl-"
 
 // Lab addresses. The private segment stands for the VPC subnet the NATs and the client
-// share; the public segment stands for the internet beyond the internet gateway.
+// share; the public subnet holds the NATs' public interfaces and the internet gateway, which
+// maps public addresses one-to-one to their private addresses as AWS's does; beyond it is the
+// internet.
 const (
 	PrivateCIDR  = "198.18.1.0/24"
 	VPCCIDR      = "198.18.0.0/16"
@@ -22,8 +24,16 @@ const (
 	Nat1IP       = "198.18.1.11"
 	Nat2IP       = "198.18.1.12"
 	ClientIP     = "198.18.1.100"
+	PublicSubnet = "198.18.2.0/24"
+	Nat1PubIP    = "198.18.2.11" // nat1's pub0: the private address it masquerades to
+	Nat2PubIP    = "198.18.2.12"
+	IGWSubnetIP  = "198.18.2.1" // the gateway of the public subnet
+	IGWInetIP    = "198.19.0.254"
 	InetIP       = "198.19.0.1"
 	ElasticIP    = "198.19.0.10"
+	Nat1Public   = "198.19.0.11" // nat1's own public address while it does not hold the EIP
+	Nat2Public   = "198.19.0.12"
+	PublicRange  = "198.19.0.8/29" // the public addresses the gateway maps (EIP and both NATs')
 	PublicPrefix = 24
 	IMDSIP       = "169.254.169.254"
 	UDPEchoPort  = 7
@@ -38,6 +48,7 @@ const (
 	Nat2   = "nat2"
 	Client = "client"
 	Inet   = "inet"
+	IGW    = "igw"
 	swtch  = "sw"
 )
 
@@ -52,15 +63,31 @@ func natIP(host string) string {
 	return Nat2IP
 }
 
+// natPubIP returns the private address on a NAT's public interface.
+func natPubIP(host string) string {
+	if host == Nat1 {
+		return Nat1PubIP
+	}
+	return Nat2PubIP
+}
+
+// natPublic returns a NAT's own public address, used while it does not hold the EIP.
+func natPublic(host string) string {
+	if host == Nat1 {
+		return Nat1Public
+	}
+	return Nat2Public
+}
+
 // rootLink is the root namespace's port on the private bridge.
 const rootLink = Prefix + "root"
 
-// buildTopology creates the namespaces, the two bridges in the switch namespace and every
-// host's links. A host is killed by taking its own interfaces down, so the switch keeps
+// buildTopology creates the namespaces, the three bridges in the switch namespace (private
+// subnet, public subnet, internet) and every host's links. A host is killed by taking its own interfaces down, so the switch keeps
 // carrier towards the survivor, as a real VPC does.
 func buildTopology(ctx context.Context) error {
 	sw := NS(swtch)
-	for _, h := range []string{swtch, Nat1, Nat2, Client, Inet} {
+	for _, h := range []string{swtch, Nat1, Nat2, Client, Inet, IGW} {
 		if err := ip(ctx, "netns", "add", NS(h)); err != nil {
 			return fmt.Errorf("create namespace %s: %w", h, err)
 		}
@@ -74,7 +101,7 @@ func buildTopology(ctx context.Context) error {
 			return err
 		}
 	}
-	for _, br := range []string{"brpriv", "brpub"} {
+	for _, br := range []string{"brpriv", "brpub", "brinet"} {
 		if err := nsIP(ctx, sw, "link", "add", br, "type", "bridge", "stp_state", "0", "forward_delay", "0"); err != nil {
 			return fmt.Errorf("create bridge %s: %w", br, err)
 		}
@@ -94,11 +121,13 @@ func buildTopology(ctx context.Context) error {
 	}
 	steps := []struct{ host, dev, br, swPort, addr string }{
 		{Nat1, "priv0", "brpriv", "nat1-priv", Nat1IP + "/24"},
-		{Nat1, "pub0", "brpub", "nat1-pub", ""},
+		{Nat1, "pub0", "brpub", "nat1-pub", Nat1PubIP + "/24"},
 		{Nat2, "priv0", "brpriv", "nat2-priv", Nat2IP + "/24"},
-		{Nat2, "pub0", "brpub", "nat2-pub", ""},
+		{Nat2, "pub0", "brpub", "nat2-pub", Nat2PubIP + "/24"},
 		{Client, "eth0", "brpriv", "client-priv", ClientIP + "/24"},
-		{Inet, "eth0", "brpub", "inet-pub", fmt.Sprintf("%s/%d", InetIP, PublicPrefix)},
+		{IGW, "pub0", "brpub", "igw-pub", IGWSubnetIP + "/24"},
+		{IGW, "inet0", "brinet", "igw-inet", fmt.Sprintf("%s/%d", IGWInetIP, PublicPrefix)},
+		{Inet, "eth0", "brinet", "inet-pub", fmt.Sprintf("%s/%d", InetIP, PublicPrefix)},
 	}
 	for _, s := range steps {
 		if err := port(s.host, s.dev, s.br, s.swPort); err != nil {
@@ -131,6 +160,16 @@ func buildTopology(ctx context.Context) error {
 		if err := sysctl(ctx, NS(nat), "net.ipv4.conf.all.rp_filter", "0"); err != nil {
 			return err
 		}
+		if err := natDefaultRoute(ctx, nat); err != nil {
+			return err
+		}
+	}
+	// The internet reaches the mapped public addresses through the gateway.
+	if err := nsIP(ctx, NS(Inet), "route", "add", PublicRange, "via", IGWInetIP, "dev", "eth0"); err != nil {
+		return err
+	}
+	if err := startIGW(ctx); err != nil {
+		return err
 	}
 	// Until the stand-in sees the route table, the client has no way out.
 	return nsIP(ctx, NS(Client), "route", "replace", "unreachable", "default")
