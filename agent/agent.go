@@ -311,6 +311,7 @@ func (a *Agent) run(ctx context.Context) {
 		a.report()
 		if a.flows != nil {
 			a.flows.owning.Store(a.ownsAny())
+			a.guard()
 		}
 	}
 }

@@ -27,6 +27,10 @@ type FlowSource interface {
 	// LocalAddr is the address this node masquerades to, when its public interface has
 	// one of its own.
 	LocalAddr() (netip.Addr, bool)
+	// Hold sets the guard that keeps the packets of the Elastic IP's connections from
+	// leaving a node that does not hold it (conntrack.Guard); RemoveGuard takes it away.
+	Hold(holding bool) error
+	RemoveGuard() error
 }
 
 // Messenger sends and receives messages between members, sealed with the cluster key;
@@ -50,6 +54,11 @@ type flowSync struct {
 	mu        sync.Mutex
 	badFrom   map[string]bool // senders whose messages could not be read, logged once
 	installed atomic.Uint64
+
+	// guardWant carries the guard's latest wanted state to guardLoop (holding or not);
+	// takeoverAt is when a peer last said it is taking a group from this node (unix ns).
+	guardWant  chan bool
+	takeoverAt atomic.Int64
 }
 
 // startFlowSync sets replication up when the configuration asks for it and it can work;
@@ -71,11 +80,12 @@ func (a *Agent) startFlowSync() {
 		a.logger.Warn("connection sync is off: the kernel's connection tracking cannot be read over netlink (ctnetlink); established connections will break on a failover", "error", err)
 		return
 	}
-	s := &flowSync{src: a.deps.Flows, msg: msg, table: conntrack.NewTable(c.MaxFlows), badFrom: map[string]bool{}}
+	s := &flowSync{src: a.deps.Flows, msg: msg, table: conntrack.NewTable(c.MaxFlows), badFrom: map[string]bool{}, guardWant: make(chan bool, 1)}
 	s.rep = conntrack.NewReplicator(a.id.InstanceID, msg.Send)
 	msg.OnMessage(func(b []byte) { s.receive(a, b) })
 	a.flows = s
 	a.spawn(func() { s.run(a) })
+	a.spawn(func() { s.guardLoop(a) })
 	a.logger.Info("connection sync on: masqueraded flows go to the peers while this node owns a group",
 		"max_flows", c.MaxFlows, "flush_interval", c.FlushInterval.String(), "resync_interval", c.ResyncInterval.String())
 }
@@ -83,6 +93,13 @@ func (a *Agent) startFlowSync() {
 // receive takes a message from a peer in; memberlist calls it on its packet path.
 func (s *flowSync) receive(a *Agent, b []byte) {
 	m, err := conntrack.Decode(b)
+	if err == nil && m.Kind == conntrack.KindTakeover {
+		// Before the peer's EC2 calls land: the connections' packets stop here at once.
+		s.takeoverAt.Store(time.Now().UnixNano())
+		s.setGuard(false)
+		a.logger.Info("connection sync: a peer is taking a group over from this node; holding back its connections' packets here", "peer", m.Sender)
+		return
+	}
 	if err == nil {
 		err = s.table.Apply(m, time.Now())
 	}
@@ -193,6 +210,89 @@ func (s *flowSync) run(a *Agent) {
 	}
 }
 
+// takeoverNoticeHold is how long after a peer said it is taking a group from this node the
+// guard stays on here at least, unless this node's own claim succeeds after it.
+const takeoverNoticeHold = time.Second
+
+// setGuard asks guardLoop for a state of the guard; the latest request wins.
+func (s *flowSync) setGuard(holding bool) {
+	select {
+	case <-s.guardWant:
+	default:
+	}
+	s.guardWant <- holding
+}
+
+// guardLoop applies the guard's wanted state, off the run loop, and removes the guard when
+// the agent stops.
+func (s *flowSync) guardLoop(a *Agent) {
+	defer func() {
+		if err := s.src.RemoveGuard(); err != nil {
+			a.logger.Warn("connection sync: removing the connection guard failed", "table", "ip "+conntrack.GuardTable, "error", err)
+		}
+	}()
+	var failing bool
+	for {
+		select {
+		case <-a.ctx.Done():
+			return
+		case holding := <-s.guardWant:
+			err := s.src.Hold(holding)
+			switch {
+			case err != nil && !failing:
+				a.logger.Warn("connection sync: the connection guard could not be set; connections may be reset during an ownership move", "holding", holding, "error", err)
+			case err == nil && failing:
+				a.logger.Info("connection sync: the connection guard is set again", "holding", holding)
+			}
+			failing = err != nil
+		}
+	}
+}
+
+// guard tells guardLoop whether this node holds an Elastic IP, once every group has been
+// read from EC2 (before that the guard is left as it was: an owner's agent restarted must not
+// hold back its own connections). A node handing over does not hold, nor does one a peer told
+// it is taking a group over since EC2 last showed this node as the owner.
+func (a *Agent) guard() {
+	s := a.flows
+	if s == nil {
+		return
+	}
+	var shown time.Time // when EC2 last showed this node owning, or its claim succeeded
+	for _, g := range a.groups {
+		if !g.observed {
+			return
+		}
+		if g.owner == a.id.InstanceID {
+			shown = latest(shown, latest(g.obs.ReadAt, g.claimedAt))
+		}
+	}
+	holding := a.ownsAny() && a.leave == nil
+	// A read that began before the peer's message may end after it: only one well after
+	// the message says the peer's takeover did not happen.
+	if at := s.takeoverAt.Load(); holding && at != 0 && shown.Before(time.Unix(0, at).Add(takeoverNoticeHold)) {
+		holding = false
+	}
+	s.setGuard(holding)
+}
+
+// tellTakeover tells the current owner, if it is alive, that this node is taking the group
+// over, before the EC2 calls: its connections' packets must stop leaving through it before the
+// Elastic IP can move away from it.
+func (a *Agent) tellTakeover(from string) {
+	s := a.flows
+	if s == nil || from == "" || from == a.id.InstanceID || !a.isAlive(from) {
+		return
+	}
+	b, err := conntrack.Encode(conntrack.Message{Kind: conntrack.KindTakeover, Sender: a.id.InstanceID})
+	if err == nil {
+		err = s.msg.Send(from, b, false)
+	}
+	if err != nil {
+		a.logger.Debug("connection sync: telling the owner of the takeover failed", "owner", from, "error", err)
+	}
+}
+
 // installFlows installs the flows the member called from masqueraded, with this node's own
 // address where it has one, so that their replies are mapped back here once the Elastic IP
 // and the routes have moved. It runs beside the claim's EC2 calls.
@@ -207,12 +307,12 @@ func (a *Agent) installFlows(from string) {
 		a.logger.Info("connection sync: no flows of the former owner's to install", "from", from)
 		return
 	}
-	if own, ok := s.src.LocalAddr(); ok {
-		for i := range flows {
-			if flows[i].NAT.Addr() != own {
-				flows[i].NAT = netip.AddrPortFrom(own, flows[i].NAT.Port())
-			}
+	own, hasOwn := s.src.LocalAddr()
+	for i := range flows {
+		if hasOwn && flows[i].NAT.Addr() != own {
+			flows[i].NAT = netip.AddrPortFrom(own, flows[i].NAT.Port())
 		}
+		flows[i].Mark = conntrack.FlowMark
 	}
 	installed, existed, err := s.src.Install(flows)
 	s.installed.Add(uint64(installed))

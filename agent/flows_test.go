@@ -18,6 +18,7 @@ type fakeFlows struct {
 	flows     map[netip.AddrPort]conntrack.Flow
 	emit      func(conntrack.Record)
 	installed []conntrack.Flow
+	holds     []bool
 }
 
 func newFakeFlows(local string) *fakeFlows {
@@ -65,6 +66,25 @@ func (f *fakeFlows) Check() error { return nil }
 
 func (f *fakeFlows) LocalAddr() (netip.Addr, bool) { return f.local, true }
 
+func (f *fakeFlows) Hold(holding bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.holds = append(f.holds, holding)
+	return nil
+}
+
+func (f *fakeFlows) RemoveGuard() error { return nil }
+
+// lastHold is the guard's last state, and whether it was ever set.
+func (f *fakeFlows) lastHold() (holding, set bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.holds) == 0 {
+		return false, false
+	}
+	return f.holds[len(f.holds)-1], true
+}
+
 func (f *fakeFlows) installedFlows() map[netip.AddrPort]conntrack.Flow {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -102,8 +122,22 @@ func TestCluster_FlowSync(t *testing.T) {
 	if err != nil || st.ConntrackSync == nil || st.ConntrackSync.Held[ownerID] != 2 || st.ConntrackSync.Sending {
 		t.Fatalf("backup's status: %+v (%v), want 2 flows held of the owner, not sending", st.ConntrackSync, err)
 	}
+	// The guard: the owner holds the Elastic IP, the backup does not.
+	waitHold(t, "owner", owner, true)
+	waitHold(t, "backup", backup, false)
+	// A peer's word that it is taking the group over stops the owner's connections at once;
+	// EC2 still showing this node as the owner a while later releases them.
+	if err := ag[1].do(context.Background(), func() { ag[1].tellTakeover(ownerID) }); err != nil {
+		t.Fatal(err)
+	}
+	waitHold(t, "owner told of a takeover", owner, false)
+	if !c.logged("a peer is taking a group over from this node") {
+		t.Error("no log line for the takeover notice")
+	}
+	waitHold(t, "owner, the takeover not having happened", owner, true)
 	c.kill(0)
 	c.waitOwner(1, takeoverBound)
+	waitHold(t, "backup after its takeover", backup, true)
 	var got map[netip.AddrPort]conntrack.Flow
 	for deadline := time.Now().Add(takeoverBound); ; time.Sleep(20 * time.Millisecond) {
 		if got = backup.installedFlows(); len(got) == 2 {
@@ -115,8 +149,8 @@ func TestCluster_FlowSync(t *testing.T) {
 	}
 	for _, want := range []conntrack.Flow{before, after} {
 		g := got[want.Src]
-		if g.NAT != netip.AddrPortFrom(backup.local, want.NAT.Port()) || g.Dst != want.Dst || g.TCPState != want.TCPState {
-			t.Errorf("installed %+v, want %+v mapped to %s", g, want, backup.local)
+		if g.NAT != netip.AddrPortFrom(backup.local, want.NAT.Port()) || g.Dst != want.Dst || g.TCPState != want.TCPState || g.Mark != conntrack.FlowMark {
+			t.Errorf("installed %+v, want %+v mapped to %s and marked", g, want, backup.local)
 		}
 	}
 	if !c.logged("connection sync: installed the former owner's flows") {
@@ -124,5 +158,19 @@ func TestCluster_FlowSync(t *testing.T) {
 	}
 	if st, err := ag[1].Status(context.Background()); err != nil || st.ConntrackSync.Installed < 2 {
 		t.Errorf("backup's status after the takeover: %+v (%v), want at least 2 installed", st.ConntrackSync, err)
+	}
+}
+
+// waitHold waits until the guard of f was last set to holding.
+func waitHold(t *testing.T, who string, f *fakeFlows, holding bool) {
+	t.Helper()
+	for deadline := time.Now().Add(takeoverBound); ; time.Sleep(20 * time.Millisecond) {
+		if h, set := f.lastHold(); set && h == holding {
+			return
+		}
+		if time.Now().After(deadline) {
+			h, set := f.lastHold()
+			t.Fatalf("%s: guard holding=%v (set %v), want holding=%v", who, h, set, holding)
+		}
 	}
 }

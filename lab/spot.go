@@ -46,8 +46,11 @@ type Handoff struct {
 	// Sent and Lost count the client's probes sent in the window and those never answered.
 	Sent, Lost int
 	// LongestGap is the longest time between two replies in the window.
-	LongestGap  time.Duration
+	LongestGap time.Duration
+	// TCPSurvived and Streams say whether the echo and each server-side stream lived
+	// through the window and carried data after the convergence.
 	TCPSurvived bool
+	Streams     map[string]bool
 }
 
 // SpotNotice serves host a spot interruption notice and measures the handoff to its peer: it
@@ -78,7 +81,11 @@ func (l *Lab) SpotNotice(ctx context.Context, tr *Traffic, host string, timeout 
 	}
 	h.Sent, h.Lost = tr.LostBetween(h.WindowFrom, h.WindowTo)
 	h.LongestGap = tr.LongestGap(h.WindowFrom, h.WindowTo)
-	h.TCPSurvived = tr.TCPErrorsBetween(h.WindowFrom, h.WindowTo) == 0
+	h.TCPSurvived = tr.TCPSurvived(h.WindowFrom, h.ConvergedAt, h.WindowTo)
+	h.Streams = map[string]bool{}
+	for _, k := range Streams {
+		h.Streams[k] = tr.StreamSurvived(k, h.WindowFrom, h.ConvergedAt, h.WindowTo)
+	}
 	l.tl.Add(h.WindowTo, "client", "spot handoff from %s: %d of %d probes lost, longest gap %.3fs", host, h.Lost, h.Sent, h.LongestGap.Seconds())
 	return h, nil
 }
@@ -143,6 +150,8 @@ type HandoffResult struct {
 	Lost        int     `json:"probes_lost"`
 	LongestGap  float64 `json:"longest_client_gap_s"`
 	TCPSurvived bool    `json:"tcp_survived"`
+	// Streams says, per kind of server-side stream, whether it survived.
+	Streams map[string]bool `json:"streams_survived,omitempty"`
 }
 
 // benchSpot runs o.SpotRuns planned handoffs on the running pair: each time the owner gets a
@@ -167,13 +176,13 @@ func benchSpot(ctx context.Context, o BenchOptions, l *Lab, tr *Traffic, res *Be
 			return fmt.Errorf("spot run %d: %w", i+1, err)
 		}
 		r := HandoffResult{Host: owner, NoticeToEC2: h.ConvergedAt.Sub(h.NoticeAt).Seconds(), Sent: h.Sent, Lost: h.Lost,
-			LongestGap: h.LongestGap.Seconds(), TCPSurvived: h.TCPSurvived}
+			LongestGap: h.LongestGap.Seconds(), TCPSurvived: h.TCPSurvived, Streams: h.Streams}
 		if res.Handoffs == nil {
 			res.Handoffs = map[Mechanism][]HandoffResult{}
 		}
 		res.Handoffs[Natganker] = append(res.Handoffs[Natganker], r)
-		fmt.Fprintf(o.Progress, "%-10s spot %2d/%d: notice to %s  ec2 converged %.2fs after the notice  probes lost %d of %d  longest client gap %.3fs  tcp survived %v\n",
-			Natganker, i+1, o.SpotRuns, owner, r.NoticeToEC2, r.Lost, r.Sent, r.LongestGap, r.TCPSurvived)
+		fmt.Fprintf(o.Progress, "%-10s spot %2d/%d: notice to %s  ec2 converged %.2fs after the notice  probes lost %d of %d  longest client gap %.3fs  survived: echo %v push %v download %v\n",
+			Natganker, i+1, o.SpotRuns, owner, r.NoticeToEC2, r.Lost, r.Sent, r.LongestGap, r.TCPSurvived, r.Streams["push"], r.Streams["download"])
 		if err := l.EndNotice(ctx, owner); err != nil {
 			return fmt.Errorf("spot run %d: %w", i+1, err)
 		}
@@ -190,9 +199,24 @@ func (r *BenchResult) handoffTable() string {
 	}
 	kills := r.Failovers[Natganker]
 	type row struct {
-		what        string
-		lost, gaps  []float64
-		zero, tcpOK int
+		what       string
+		lost, gaps []float64
+		zero       int
+		survived   map[string]int // per connection kind: echo, then Streams
+	}
+	kinds := append([]string{"echo"}, Streams...)
+	count := func(x *row, echo bool, streams map[string]bool) {
+		if x.survived == nil {
+			x.survived = map[string]int{}
+		}
+		if echo {
+			x.survived["echo"]++
+		}
+		for _, k := range Streams {
+			if streams[k] {
+				x.survived[k]++
+			}
+		}
 	}
 	var rows []row
 	if len(kills) > 0 {
@@ -203,9 +227,7 @@ func (r *BenchResult) handoffTable() string {
 			if x.Lost == 0 {
 				k.zero++
 			}
-			if x.TCPSurvived {
-				k.tcpOK++
-			}
+			count(&k, x.TCPSurvived, x.Streams)
 		}
 		rows = append(rows, k)
 	}
@@ -216,16 +238,24 @@ func (r *BenchResult) handoffTable() string {
 		if x.Lost == 0 {
 			s.zero++
 		}
-		if x.TCPSurvived {
-			s.tcpOK++
-		}
+		count(&s, x.TCPSurvived, x.Streams)
 	}
 	rows = append(rows, s)
-	out := "\n| natganker | runs | probes lost p50 | p95 | max | runs with no probe lost | longest client gap p50 | p95 | max | TCP survived |\n|---|---|---|---|---|---|---|---|---|---|\n"
+	out := "\n| natganker | runs | probes lost p50 | p95 | max | runs with no probe lost | longest client gap p50 | p95 | max |"
+	sep := "\n|---|---|---|---|---|---|---|---|---|"
+	for _, k := range kinds {
+		out += " " + k + " survived |"
+		sep += "---|"
+	}
+	out += sep + "\n"
 	for _, x := range rows {
 		l, g := summarize(x.lost), summarize(x.gaps)
-		out += fmt.Sprintf("| %s | %d | %.0f | %.0f | %.0f | %d of %d | %.3f s | %.3f s | %.3f s | %d of %d |\n",
-			x.what, l.N, l.P50, l.P95, l.Max, x.zero, l.N, g.P50, g.P95, g.Max, x.tcpOK, l.N)
+		out += fmt.Sprintf("| %s | %d | %.0f | %.0f | %.0f | %d of %d | %.3f s | %.3f s | %.3f s |",
+			x.what, l.N, l.P50, l.P95, l.Max, x.zero, l.N, g.P50, g.P95, g.Max)
+		for _, k := range kinds {
+			out += fmt.Sprintf(" %d of %d |", x.survived[k], l.N)
+		}
+		out += "\n"
 	}
 	var ec2s []float64
 	for _, x := range hs {

@@ -16,7 +16,15 @@ type Kernel struct {
 	// PublicInterface is the interface this node masquerades out of; its first IPv4
 	// address is the one installed flows are mapped to. Empty: keep each flow's mapping.
 	PublicInterface string
+
+	guard Guard
 }
+
+// Hold makes the guard's rules say whether this node holds the Elastic IP (see Guard).
+func (k *Kernel) Hold(holding bool) error { return k.guard.Set(holding) }
+
+// RemoveGuard removes the guard's rules.
+func (k *Kernel) RemoveGuard() error { return k.guard.Remove() }
 
 // Check asks ctnetlink for the table's global counters, one small request: whether the kernel
 // has it and this process may use it, without reading a table that may hold many flows.

@@ -29,6 +29,7 @@ const (
 	ctaProtoInfo  = 4 // CTA_PROTOINFO
 	ctaNATSrc     = 6 // CTA_NAT_SRC
 	ctaTimeout    = 7 // CTA_TIMEOUT
+	ctaMark       = 8 // CTA_MARK
 
 	ctaTupleIP    = 1 // CTA_TUPLE_IP
 	ctaTupleProto = 2 // CTA_TUPLE_PROTO
@@ -83,6 +84,8 @@ type Flow struct {
 	TCPState uint8
 	// Timeout is how long, in seconds, the entry lives without a packet.
 	Timeout uint32
+	// Mark is the connection mark an installed flow gets (not replicated).
+	Mark uint32
 }
 
 // validate reports what makes f impossible to install.
@@ -132,6 +135,9 @@ func encodeNew(f Flow) ([]byte, error) {
 	// userspace may not change, and the entry it builds for a create is already confirmed.
 	ae.Uint32(ctaStatus, f.Status&(StatusSeenReply|StatusAssured)|statusConfirmed)
 	ae.Uint32(ctaTimeout, f.Timeout)
+	if f.Mark != 0 {
+		ae.Uint32(ctaMark, f.Mark)
+	}
 	if f.Proto == TCP {
 		// The windows the owner tracked are not copied: the flow's windows are learnt
 		// again from its next packets, liberally, as when a flow is picked up mid-stream.

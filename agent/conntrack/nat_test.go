@@ -117,7 +117,7 @@ func TestInstall_KernelKeepsTheMapping(t *testing.T) {
 	defer in.Close()
 	flows := []Flow{
 		{Proto: TCP, Src: netip.MustParseAddrPort("198.18.1.100:40000"), Dst: netip.MustParseAddrPort("198.19.0.1:443"),
-			NAT: netip.MustParseAddrPort("198.18.1.12:40000"), Status: StatusSeenReply | StatusAssured, TCPState: TCPEstablished, Timeout: 600},
+			NAT: netip.MustParseAddrPort("198.18.1.12:40000"), Status: StatusSeenReply | StatusAssured, TCPState: TCPEstablished, Timeout: 600, Mark: FlowMark},
 		// The owner had mapped this one to another port: the port must come across too.
 		{Proto: UDP, Src: netip.MustParseAddrPort("198.18.1.100:40001"), Dst: netip.MustParseAddrPort("198.19.0.1:53"),
 			NAT: netip.MustParseAddrPort("198.18.1.12:61001"), Status: StatusSeenReply, Timeout: 120},
@@ -139,6 +139,9 @@ func TestInstall_KernelKeepsTheMapping(t *testing.T) {
 		}
 		if d := netip.AddrPortFrom(got.TupleOrig.IP.DestinationAddress, got.TupleOrig.Proto.DestinationPort); d != want.Dst {
 			t.Errorf("flow from %s: goes to %s, want %s", want.Src, d, want.Dst)
+		}
+		if got.Mark != want.Mark {
+			t.Errorf("flow from %s: mark %#x, want %#x", want.Src, got.Mark, want.Mark)
 		}
 		if !got.Status.SrcNAT() {
 			t.Errorf("flow from %s: not source-NATed (status %v)", want.Src, got.Status)

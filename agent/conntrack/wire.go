@@ -11,6 +11,7 @@ import (
 // cluster key encrypts and authenticates them; this format only frames what is inside.
 //
 //	magic 'C', version 1, kind, sender length, sender (instance id),
+//	nothing more for KindTakeover,
 //	for KindResync: generation u32, part u16, parts u16,
 //	then records to the end: op u8, proto u8, src 4+2, dst 4+2 and, for OpPut,
 //	nat 4+2, status u8, tcp state u8, timeout u32 (all big-endian)
@@ -28,6 +29,9 @@ const (
 	// KindResync carries one part of the sender's whole table; once every part of a
 	// generation is in, it replaces what the receiver held of that sender.
 	KindResync Kind = 2
+	// KindTakeover, with no records, tells the receiver that the sender is taking a group
+	// over from it now: its connections' packets must stop leaving through it (see Guard).
+	KindTakeover Kind = 3
 )
 
 // Op is what a record does.
@@ -72,8 +76,11 @@ func Encode(m Message) ([]byte, error) {
 	if len(m.Sender) == 0 || len(m.Sender) > maxSender {
 		return nil, fmt.Errorf("sender name of %d bytes", len(m.Sender))
 	}
-	if m.Kind != KindDelta && m.Kind != KindResync {
+	switch {
+	case m.Kind != KindDelta && m.Kind != KindResync && m.Kind != KindTakeover:
 		return nil, fmt.Errorf("unknown kind %d", m.Kind)
+	case m.Kind == KindTakeover && len(m.Records) > 0:
+		return nil, errors.New("a takeover message carries no records")
 	}
 	b := make([]byte, 0, HeaderSize(m.Sender)+len(m.Records)*RecordSize)
 	b = append(b, wireMagic, wireVersion, byte(m.Kind), byte(len(m.Sender)))
@@ -128,6 +135,10 @@ func Decode(b []byte) (Message, error) {
 	m.Sender, b = string(b[:n]), b[n:]
 	switch m.Kind {
 	case KindDelta:
+	case KindTakeover:
+		if len(b) > 0 {
+			return m, errors.New("a takeover message carries no records")
+		}
 	case KindResync:
 		if len(b) < 8 {
 			return m, errShort
