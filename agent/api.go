@@ -42,6 +42,9 @@ type MemberGroupView struct {
 	Priority int    `json:"priority"`
 	Yielded  bool   `json:"yielded"`
 	Owns     bool   `json:"owns"`
+	// Ineligible says why the member cannot hold the group's Elastic IP (too few private
+	// addresses on its interface); "" when it can.
+	Ineligible string `json:"ineligible,omitempty"`
 }
 
 // StatusView is the status command's answer.
@@ -67,8 +70,10 @@ type SyncView struct {
 
 // GroupView is one group's state as this agent sees it.
 type GroupView struct {
-	Name         string        `json:"name"`
-	DesiredOwner string        `json:"desired_owner"`
+	Name         string `json:"name"`
+	DesiredOwner string `json:"desired_owner"`
+	// Ineligible says why this node cannot hold the group's Elastic IP; "" when it can.
+	Ineligible   string        `json:"ineligible,omitempty"`
 	EC2Owner     string        `json:"ec2_owner"`
 	Yielded      bool          `json:"yielded"`
 	ElasticIP    EIPView       `json:"elastic_ip"`
@@ -83,6 +88,8 @@ type EIPView struct {
 	AllocationID string `json:"allocation_id"`
 	PublicIP     string `json:"public_ip"`
 	InstanceID   string `json:"instance_id"`
+	// PrivateIP is the private address it is associated with.
+	PrivateIP string `json:"private_ip,omitempty"`
 }
 
 // RouteView is what EC2 reports for one managed route.

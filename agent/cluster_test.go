@@ -44,6 +44,10 @@ type cluster struct {
 	// proxies, when set (withProxies), stand between each agent and moto.
 	proxies   []*ec2test.Proxy
 	endpoints []string
+	// asEC2 makes the proxies associate Elastic IPs as EC2 does (one per private address),
+	// which clusters with several groups need: moto reports every association on the
+	// primary address.
+	asEC2 bool
 	// keys gives an agent (by index) another gossip key than the cluster's.
 	keys map[int]string
 	// keyFiles gives each agent its key in a file of its own (encrypt_key_file).
@@ -66,7 +70,9 @@ func newCluster(t testing.TB, prios ...int) *cluster {
 	// private IP, as EC2 reports it) is one of this machine's own.
 	spec := ec2test.WorldSpec{VPCCIDR: "127.0.0.0/16", SubnetCIDR: "127.0.0.0/24", EIPOwner: 0}
 	for i := range prios {
-		spec.Instances = append(spec.Instances, ec2test.InstanceSpec{Name: fmt.Sprintf("nat%d", i+1), PrivateIP: fmt.Sprintf("127.0.0.%d", 11+i)})
+		// A secondary private address each, for a second group's Elastic IP.
+		spec.Instances = append(spec.Instances, ec2test.InstanceSpec{Name: fmt.Sprintf("nat%d", i+1), PrivateIP: fmt.Sprintf("127.0.0.%d", 11+i),
+			SecondaryIPs: []string{fmt.Sprintf("127.0.0.%d", 111+i)}})
 	}
 	spec.RouteTables = []ec2test.RouteTableSpec{
 		{Name: "private-a", DefaultTo: 0},
@@ -174,7 +180,7 @@ control {
 func (c *cluster) withProxies() {
 	c.t.Helper()
 	for range c.prios {
-		p := ec2test.NewProxy(c.moto.Endpoint, ec2test.ProxyOptions{})
+		p := ec2test.NewProxy(c.moto.Endpoint, ec2test.ProxyOptions{AssociateAsEC2: c.asEC2})
 		ep, err := p.Start()
 		if err != nil {
 			c.t.Fatal(err)

@@ -44,7 +44,8 @@ func (a *Agent) Members(ctx context.Context) ([]MemberView, error) {
 		}
 		for _, g := range a.groups {
 			self.Groups = append(self.Groups, MemberGroupView{Name: g.cfg.Name, Priority: g.cfg.Priority,
-				Yielded: g.yielded, Owns: g.owner == a.id.InstanceID})
+				Yielded: g.yielded, Owns: g.owner == a.id.InstanceID, Ineligible: g.noRoom})
+			addReason(&self, g.noRoom)
 		}
 		out = append(out, self)
 		for _, m := range a.members {
@@ -64,7 +65,12 @@ func (a *Agent) Members(ctx context.Context) ([]MemberView, error) {
 						owns = g.owner == m.Name
 					}
 				}
-				v.Groups = append(v.Groups, MemberGroupView{Name: name, Priority: gm.Priority, Yielded: gm.Yielded, Owns: owns})
+				mg := MemberGroupView{Name: name, Priority: gm.Priority, Yielded: gm.Yielded, Owns: owns}
+				if gm.NoRoom {
+					mg.Ineligible = peerNoRoom
+					addReason(&v, fmt.Sprintf("group %q: %s", name, peerNoRoom))
+				}
+				v.Groups = append(v.Groups, mg)
 			}
 			out = append(out, v)
 		}
@@ -115,11 +121,12 @@ func (a *Agent) Status(ctx context.Context) (StatusView, error) {
 		for _, g := range a.groups {
 			v := a.view(g, now)
 			gv := GroupView{Name: g.cfg.Name, DesiredOwner: Desired(v.Peers), EC2Owner: g.owner, Yielded: g.yielded,
-				ObservedAt: g.obs.ReadAt, LastTakeover: g.last}
+				ObservedAt: g.obs.ReadAt, LastTakeover: g.last, Ineligible: g.noRoom}
 			if g.obsErr != nil {
 				gv.ObserveError = g.obsErr.Error()
 			}
-			gv.ElasticIP = EIPView{AllocationID: g.obs.EIP.AllocationID, PublicIP: g.obs.EIP.PublicIP, InstanceID: g.obs.EIP.InstanceID}
+			gv.ElasticIP = EIPView{AllocationID: g.obs.EIP.AllocationID, PublicIP: g.obs.EIP.PublicIP, InstanceID: g.obs.EIP.InstanceID,
+				PrivateIP: g.obs.EIP.PrivateIP}
 			for _, r := range g.obs.Routes {
 				gv.Routes = append(gv.Routes, RouteView{RouteTableID: r.RouteTableID, Destination: r.Destination,
 					Target: firstNonEmpty(r.InstanceID, r.ENIID, r.OtherTarget), State: r.State})
@@ -261,6 +268,7 @@ func joinLines(a, b string) string {
 // theirs alone: discovery never takes them for g.
 func GroupSpec(cfg *config.Config, g config.Group, members []string) ec2.Group {
 	s := ec2.Group{Name: g.Name, ElasticIP: g.ElasticIP, RouteTableIDs: g.RouteTables, RouteTableTags: g.RouteTableTags, Destinations: g.Destinations}
+	s.AddressIndex, s.PinAddress = addressIndex(cfg, g.Name)
 	if g.DiscoverRouteTables {
 		s.DiscoverTargets = append([]string(nil), members...)
 		sort.Strings(s.DiscoverTargets)

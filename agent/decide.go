@@ -63,11 +63,14 @@ type Peer struct {
 	// Silent: alive to memberlist, but quiet, and a direct probe burst sent after its last
 	// sign of life found nothing.
 	Silent bool
+	// NoRoom, when set, says why it cannot hold this group's Elastic IP: its interface has
+	// too few private addresses for it beside the other groups' (addresses.go).
+	NoRoom string
 }
 
 // Eligible reports whether the peer may own the group.
 func (p Peer) Eligible() bool {
-	return p.Alive && p.Healthy && p.InGroup && !p.Yielded && !p.Leaving
+	return p.Alive && p.Healthy && p.InGroup && !p.Yielded && !p.Leaving && p.NoRoom == ""
 }
 
 // outranks reports whether p comes before q in the order of ownership.
@@ -122,6 +125,9 @@ type View struct {
 	OwnerSince time.Time
 	// Routes are the group's managed routes as EC2 reported them.
 	Routes []Route
+	// Misplaced, when set, says that the Elastic IP is on this node but on another of its
+	// private addresses than the group's (ec2.Observation.Misplaced).
+	Misplaced string
 	// LayoutSince is since when EC2 has shown the Elastic IP and every route where they
 	// point now.
 	LayoutSince time.Time
@@ -261,6 +267,8 @@ func decide(v View) Verdict {
 			return claim("owner %s is shutting down", v.Owner)
 		case !owner.Healthy:
 			return claim("owner %s is unhealthy: %s", v.Owner, owner.Reason)
+		case owner.NoRoom != "":
+			return claim("owner %s %s", v.Owner, owner.NoRoom)
 		case owner.Yielded:
 			return claim("owner %s yielded", v.Owner)
 		}
@@ -384,6 +392,9 @@ func successor(v View) bool {
 func drifted(v View) []string {
 	self := v.Peers[v.Self]
 	var out []string
+	if v.Misplaced != "" {
+		out = append(out, v.Misplaced)
+	}
 	for _, r := range v.Routes {
 		if r.active() && r.Target == v.Self {
 			continue
@@ -426,6 +437,8 @@ func ineligibleReason(p Peer) string {
 		return "does not serve this group"
 	case !p.Healthy:
 		return "unhealthy: " + p.Reason
+	case p.NoRoom != "":
+		return p.NoRoom
 	default:
 		return "not alive"
 	}

@@ -17,6 +17,8 @@ import (
 // moves that group's table alone.
 func TestCluster_TwoGroupsKeepTheirTables(t *testing.T) {
 	c := newCluster(t, 200, 100)
+	c.asEC2 = true
+	c.withProxies()
 	ctx := context.Background()
 	eip2, err := c.api.AllocateAddress(ctx, &awsec2.AllocateAddressInput{Domain: types.DomainTypeVpc})
 	if err != nil {

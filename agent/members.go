@@ -118,6 +118,9 @@ func peerOf(m gossip.Member, group string, now time.Time) Peer {
 	}
 	if gm, ok := m.Meta.Groups[group]; ok && m.MetaErr == "" {
 		p.InGroup, p.Priority, p.Yielded, p.Owns = true, gm.Priority, gm.Yielded, gm.Owns
+		if gm.NoRoom {
+			p.NoRoom = peerNoRoom
+		}
 	}
 	return p
 }
@@ -147,7 +150,7 @@ func (a *Agent) meta() gossip.Meta {
 		// that an old announcement replayed later can be told apart.
 		owns := g.owner == a.id.InstanceID
 		m.Groups[g.cfg.Name] = gossip.GroupMeta{Priority: g.cfg.Priority, Yielded: g.yielded, Owns: owns,
-			TookUnseen: owns && g.tookFrom != "" && !a.isAlive(g.tookFrom)}
+			TookUnseen: owns && g.tookFrom != "" && !a.isAlive(g.tookFrom), NoRoom: g.noRoom != ""}
 	}
 	return m
 }

@@ -55,7 +55,10 @@ type groupState struct {
 	problems      map[string]bool
 	yielded       bool
 	eligibleSince time.Time
-	force         bool
+	// noRoom says why this node cannot hold the group's Elastic IP (addresses.go), "" when it
+	// can.
+	noRoom string
+	force  bool
 
 	claiming bool
 	// claimCancel cancels the claim in progress; abandoned says why it was cancelled
@@ -148,6 +151,7 @@ func (a *Agent) onObserved(r observeResult) {
 		return
 	}
 	a.noteSelfState(r.obs.Instances[a.id.InstanceID].State)
+	a.noteRoom(g, r.obs, now)
 	a.checkPermissions(g, r.obs)
 	// Findings are worth a warning once peers have had time to join: before that, route
 	// tables that point at a peer not yet seen look unmanaged.

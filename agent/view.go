@@ -30,11 +30,13 @@ func (a *Agent) view(g *groupState, now time.Time) View {
 	v.Peers[a.id.InstanceID] = Peer{
 		Name: a.id.InstanceID, Alive: true, Since: a.started, Healthy: healthy, Reason: reason,
 		InGroup: true, Priority: g.cfg.Priority, Yielded: g.yielded, Leaving: a.leave != nil, Owns: g.owner == a.id.InstanceID,
+		NoRoom: g.noRoom,
 	}
 	// Drift is judged on a read taken since the last decision, so that a repair is not
 	// asked for twice on the same read.
 	if g.fresh || g.owner != a.id.InstanceID {
 		v.Routes = a.routes(g, g.obs)
+		v.Misplaced = g.obs.Misplaced
 	}
 	if g.owner != "" && g.owner != a.id.InstanceID {
 		v.OwnerState = g.obs.Instances[g.owner].State

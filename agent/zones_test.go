@@ -17,6 +17,8 @@ import (
 // when the NAT comes back its group fails back to it.
 func TestCluster_ThreeNATsTwoZones(t *testing.T) {
 	c := newCluster(t, 0, 0, 0)
+	c.asEC2 = true
+	c.withProxies()
 	ctx := context.Background()
 	eipB, err := c.api.AllocateAddress(ctx, &awsec2.AllocateAddressInput{Domain: types.DomainTypeVpc})
 	if err != nil {

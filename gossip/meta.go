@@ -42,6 +42,9 @@ type GroupMeta struct {
 	// reach, and it still cannot reach that owner. The owner that lost the group reads it as
 	// "a partition, not a death": it does not take the group back while this stays set.
 	TookUnseen bool
+	// NoRoom: this node cannot hold the group's Elastic IP, its interface having too few
+	// private addresses for it beside the other groups' (it is not eligible for the group).
+	NoRoom bool
 }
 
 // wireMeta keeps the encoded form short: metadata travels in every alive message.
@@ -59,6 +62,7 @@ type wireGroupMeta struct {
 	Y bool `json:"y,omitempty"`
 	O bool `json:"o,omitempty"`
 	U bool `json:"u,omitempty"`
+	A bool `json:"a,omitempty"`
 }
 
 // EncodeMeta returns the wire form of m, or an error when it would not fit in MaxMetaSize.
@@ -73,7 +77,7 @@ func EncodeMeta(m Meta) ([]byte, error) {
 	if len(m.Groups) > 0 {
 		w.G = make(map[string]wireGroupMeta, len(m.Groups))
 		for name, g := range m.Groups {
-			w.G[name] = wireGroupMeta{P: g.Priority, Y: g.Yielded, O: g.Owns, U: g.TookUnseen}
+			w.G[name] = wireGroupMeta{P: g.Priority, Y: g.Yielded, O: g.Owns, U: g.TookUnseen, A: g.NoRoom}
 		}
 	}
 	body, err := json.Marshal(w)
@@ -114,7 +118,7 @@ func DecodeMeta(b []byte) (Meta, error) {
 		if g.P < 0 {
 			return Meta{}, fmt.Errorf("decode node metadata: group %q has negative priority %d", name, g.P)
 		}
-		m.Groups[name] = GroupMeta{Priority: g.P, Yielded: g.Y, Owns: g.O, TookUnseen: g.U}
+		m.Groups[name] = GroupMeta{Priority: g.P, Yielded: g.Y, Owns: g.O, TookUnseen: g.U, NoRoom: g.A}
 	}
 	return m, nil
 }

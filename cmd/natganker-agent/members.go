@@ -128,6 +128,9 @@ func groupCell(gs []agent.MemberGroupView, name string) string {
 		if g.Yielded {
 			cell += " yielded"
 		}
+		if g.Ineligible != "" {
+			cell += " ineligible"
+		}
 		return cell
 	}
 	return "-"

@@ -94,8 +94,15 @@ func writeStatus(w io.Writer, st agent.StatusView, now time.Time) error {
 		}
 		fmt.Fprintf(tw, "  EC2 owner:\t%s\n", owner)
 		fmt.Fprintf(tw, "  Yielded:\t%s\n", yesNo(g.Yielded))
+		if g.Ineligible != "" {
+			fmt.Fprintf(tw, "  This node:\tnot eligible: %s\n", g.Ineligible)
+		}
 		eip := g.ElasticIP
-		fmt.Fprintf(tw, "  Elastic IP:\t%s %s -> %s\n", orNone(eip.AllocationID), orNone(eip.PublicIP), orText(eip.InstanceID, "(not associated)"))
+		at := orText(eip.InstanceID, "(not associated)")
+		if eip.InstanceID != "" && eip.PrivateIP != "" {
+			at += " at " + eip.PrivateIP
+		}
+		fmt.Fprintf(tw, "  Elastic IP:\t%s %s -> %s\n", orNone(eip.AllocationID), orNone(eip.PublicIP), at)
 		if g.ObservedAt.IsZero() {
 			fmt.Fprintf(tw, "  Observed:\tnever\n")
 		} else {

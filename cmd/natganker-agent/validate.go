@@ -131,6 +131,13 @@ func (c *ValidateCommand) checkRemote(ctx context.Context, cfg *config.Config) e
 		if len(obs.Problems) > 0 {
 			failed = append(failed, g.Name)
 		}
+		// Several groups: each Elastic IP needs a private address of its own here.
+		if why := agent.NoRoomReason(cfg, g.Name, obs.Address); why != "" {
+			fmt.Fprintf(c.stdout, "  problem: this instance %s\n", why)
+			failed = append(failed, g.Name)
+		} else if obs.Address.Want != "" {
+			fmt.Fprintf(c.stdout, "  elastic IP goes on %s here (private address %d of %s)\n", obs.Address.Want, obs.Address.Index+1, obs.Address.ENIID)
+		}
 		if !writePermissions(ctx, c.stdout, client, agent.GroupSpec(cfg, g, []string{id.InstanceID}), self, obs) {
 			failed = append(failed, g.Name)
 		}
