@@ -150,6 +150,23 @@ func TestWithMoto(t *testing.T) {
 		}
 	})
 
+	t.Run("ValidateRemoteTwoGroupsOneAddress", func(t *testing.T) {
+		// A second group needs a second private address on this instance, which has one.
+		two := strings.Replace(motoConfig(world, moto.Endpoint, freePort(t), sock, rtb), `group "egress" {`, `group "az-b" {
+  priority              = 100
+  elastic_ip            = "203.0.113.9"
+  route_tables          = ["rtb-0000beef"]
+  discover_route_tables = false
+}
+group "egress" {`, 1)
+		r := run(t, "validate", "-remote", "-config", writeFile(t, "agent.hcl", two))
+		want := fmt.Sprintf(`  problem: this instance cannot hold group "egress"'s Elastic IP beside group "az-b"'s: interface %s has 1 private address; assign it a secondary private IP`,
+			world.Instances[0].ENIID)
+		if r.code != exitFailure || !strings.Contains(r.stdout, want) || !strings.Contains(r.stdout, "elastic IP goes on "+world.Instances[0].PrivateIP+" here") {
+			t.Errorf("code %d, stdout %q, stderr %q; want 1 and %q", r.code, r.stdout, r.stderr, want)
+		}
+	})
+
 	t.Run("ValidateRemotePermissions", func(t *testing.T) {
 		// Through the proxy, which answers dry runs as EC2 does.
 		p := ec2test.NewProxy(moto.Endpoint, ec2test.ProxyOptions{})
