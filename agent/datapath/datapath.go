@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -59,6 +60,11 @@ type Health struct {
 	Healthy bool
 	// Reason says, in a few words an operator understands, why the node is not healthy.
 	Reason string
+	// Stale is set, on a managed datapath, when table ip natganker still holds the rules
+	// Ensure installed last but the wanted ones have changed since (SetSourceNAT, or a
+	// source NAT address added to or removed from the interface): the node is healthy, and
+	// Ensure brings the table up to date.
+	Stale bool
 }
 
 // Datapath sets up and checks the NAT datapath of the current network namespace.
@@ -70,6 +76,14 @@ type Datapath struct {
 	procSys string // root of the sysctl tree, "/proc/sys"
 
 	probe prober
+
+	mu sync.Mutex
+	// snat are the source NAT rules asked for (SetSourceNAT), installed records the rules
+	// last found or put in place by Ensure, and missing the source NAT addresses found not
+	// configured on the public interface, with their group (snat.go).
+	snat      []SourceNAT
+	installed []natRule
+	missing   map[netip.Addr]string
 }
 
 // New validates cfg and returns a Datapath. It changes nothing and starts nothing.
@@ -140,7 +154,9 @@ func parseSource(s string) (netip.Prefix, error) {
 
 // Ensure makes the datapath what Config asks for: ip_forward=1, send_redirects=0 on "all"
 // and on the public interface, and table `ip natganker` holding one postrouting NAT chain
-// with the single rule `oifname PUBLIC ip saddr SOURCE masquerade`. It changes only what
+// with a rule `oifname PUBLIC ip saddr CIDR snat to ADDRESS` per source of each SourceNAT
+// whose address is configured on the public interface (snat.go), and last the rule
+// `oifname PUBLIC ip saddr SOURCE masquerade`. It changes only what
 // differs, so running it again is a no-op; anything else found in our table is replaced in
 // one atomic nftables transaction. Ensure does everything it can and reports every failure.
 // It returns an error when Manage is false.
@@ -184,7 +200,8 @@ func (d *Datapath) Remove(ctx context.Context) error {
 }
 
 // Check reports whether this node can carry NAT traffic: the public interface exists and is
-// up, IPv4 forwarding is on, the masquerade rule is in place, and the egress probe, if
+// up, IPv4 forwarding is on, the NAT rules are in place (on a managed datapath, exactly the
+// source NAT rules and the masquerade rule Ensure installs), and the egress probe, if
 // configured, connects. It is cheap enough to run every second: the egress probe runs in
 // the background at most every 3 s and Check reads its latest result. Check returns within
 // about a second even on the first call, when it waits for the first probe. A failing
@@ -206,11 +223,12 @@ func (d *Datapath) Check(ctx context.Context) Health {
 	case fwd != "1":
 		return Health{Reason: "ip_forward is " + fwd}
 	}
-	if reason := d.checkNAT(ctx); reason != "" {
+	reason, stale := d.checkNAT(ctx)
+	if reason != "" {
 		return Health{Reason: reason}
 	}
 	if reason := d.probe.result(ctx); reason != "" {
 		return Health{Reason: reason}
 	}
-	return Health{Healthy: true}
+	return Health{Healthy: true, Stale: stale}
 }

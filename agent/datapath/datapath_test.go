@@ -1,16 +1,21 @@
 package datapath
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"reflect"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/google/nftables/expr"
+	"github.com/hashicorp/go-hclog"
 )
 
 func TestNew_Validation(t *testing.T) {
@@ -158,5 +163,76 @@ func TestSysctl(t *testing.T) {
 	err = d.ensureSysctl("net/ipv4/conf/eth1/send_redirects", "0")
 	if err == nil || !strings.Contains(err.Error(), "net.ipv4.conf.eth1.send_redirects") || !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("ensureSysctl on a missing interface = %v, want a not-exist error naming the sysctl", err)
+	}
+}
+
+func TestRuleExprs_SourceNAT(t *testing.T) {
+	r := natRule{group: "az-b", source: netip.MustParsePrefix("10.0.2.0/24"), to: netip.MustParseAddr("10.0.0.12")}
+	if got, want := r.text("eth0"), `oifname "eth0" ip saddr 10.0.2.0/24 snat to 10.0.0.12`; got != want {
+		t.Errorf("text = %q, want %q", got, want)
+	}
+	exprs := ruleExprs("eth0", r)
+	// meta, cmp, payload, bitwise, cmp, then the address into register 1 and snat from it.
+	if len(exprs) != 7 {
+		t.Fatalf("%d expressions, want 7: %#v", len(exprs), exprs)
+	}
+	imm, ok := exprs[5].(*expr.Immediate)
+	if !ok || fmt.Sprintf("%x", imm.Data) != "0a00000c" {
+		t.Errorf("expression 6 = %#v, want the address 10.0.0.12 loaded into a register", exprs[5])
+	}
+	nat, ok := exprs[6].(*expr.NAT)
+	if !ok || nat.Type != expr.NATTypeSourceNAT || nat.RegAddrMin != imm.Register {
+		t.Errorf("expression 7 = %#v, want snat from register %d", exprs[6], imm.Register)
+	}
+	if m := (natRule{source: netip.MustParsePrefix("10.0.0.0/16")}); m.text("eth0") != `oifname "eth0" ip saddr 10.0.0.0/16 masquerade` {
+		t.Errorf("masquerade text = %q", m.text("eth0"))
+	}
+}
+
+// TestWantedRules uses the loopback interface, which has 127.0.0.1 everywhere: no root needed.
+func TestWantedRules(t *testing.T) {
+	var logs bytes.Buffer
+	logger := hclog.New(&hclog.LoggerOptions{Output: &logs, Level: hclog.Info})
+	d, err := New(Config{Manage: true, PublicInterface: "lo", MasqueradeSource: "10.0.0.0/16"}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	masq := natRule{source: netip.MustParsePrefix("10.0.0.0/16")}
+	if got := d.wantedRules(); !reflect.DeepEqual(got, []natRule{masq}) {
+		t.Fatalf("wantedRules without source NAT = %+v, want the masquerade rule alone", got)
+	}
+
+	here, absent := netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("10.0.0.99")
+	d.SetSourceNAT([]SourceNAT{
+		{Group: "az-b", To: here, Sources: []netip.Prefix{netip.MustParsePrefix("10.0.2.0/24"), netip.MustParsePrefix("10.0.3.7/24")}},
+		{Group: "az-c", To: absent, Sources: []netip.Prefix{netip.MustParsePrefix("10.0.4.0/24")}},
+		{Group: "no-sources", To: here},
+		{Group: "ipv6", To: netip.MustParseAddr("fd00::1"), Sources: []netip.Prefix{netip.MustParsePrefix("10.0.5.0/24")}},
+	})
+	want := []natRule{
+		{group: "az-b", source: netip.MustParsePrefix("10.0.2.0/24"), to: here},
+		{group: "az-b", source: netip.MustParsePrefix("10.0.3.0/24"), to: here}, // host bits dropped
+		masq,
+	}
+	for i := 0; i < 3; i++ {
+		if got := d.wantedRules(); !reflect.DeepEqual(got, want) {
+			t.Fatalf("wantedRules = %+v, want %+v", got, want)
+		}
+	}
+	if n := strings.Count(logs.String(), "source NAT address not configured"); n != 1 {
+		t.Errorf("the missing address was logged %d times in three rounds, want once:\n%s", n, logs.String())
+	}
+	for _, s := range []string{"group=az-c", "address=10.0.0.99", "interface=lo", "configure 10.0.0.99 on lo"} {
+		if !strings.Contains(logs.String(), s) {
+			t.Errorf("log does not say %q:\n%s", s, logs.String())
+		}
+	}
+
+	// A group that no longer asks for the address is not announced as come back.
+	logs.Reset()
+	d.SetSourceNAT(nil)
+	d.wantedRules()
+	if logs.Len() != 0 {
+		t.Errorf("withdrawing the rules logged:\n%s", logs.String())
 	}
 }

@@ -36,9 +36,10 @@ func TestMain(m *testing.M) {
 }
 
 type helperRequest struct {
-	Op     string  `json:"op"` // new, ensure, check, remove, listen, close, accepted, dial
-	Config *Config `json:"config,omitempty"`
-	Addr   string  `json:"addr,omitempty"`
+	Op     string      `json:"op"` // new, ensure, check, remove, snat, listen, close, accepted, dial
+	Config *Config     `json:"config,omitempty"`
+	Addr   string      `json:"addr,omitempty"`
+	SNAT   []SourceNAT `json:"snat,omitempty"`
 }
 
 type helperResponse struct {
@@ -80,6 +81,8 @@ func serveHelper(in io.Reader, out io.Writer) int {
 			err = d.Remove(ctx)
 		case "check":
 			resp.Health = d.Check(ctx)
+		case "snat":
+			d.SetSourceNAT(req.SNAT)
 		case "listen":
 			ln, err = net.Listen("tcp4", req.Addr)
 			if err == nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"slices"
 	"time"
 
 	"github.com/google/nftables"
@@ -53,16 +54,21 @@ func ourChain(t *nftables.Table) *nftables.Chain {
 	}
 }
 
-// masqueradeExprs is `oifname IFACE ip saddr SOURCE masquerade`, expressed the way nft(8)
-// compiles it, so that `nft list table ip natganker` shows exactly that.
+// masqueradeExprs is `oifname IFACE ip saddr SOURCE masquerade`.
 func masqueradeExprs(iface string, source netip.Prefix) []expr.Any {
+	return ruleExprs(iface, natRule{source: source})
+}
+
+// ruleExprs is r expressed the way nft(8) compiles it, so that `nft list table ip natganker`
+// shows exactly `oifname IFACE ip saddr SOURCE masquerade` or `… snat to ADDRESS`.
+func ruleExprs(iface string, r natRule) []expr.Any {
 	name := make([]byte, unix.IFNAMSIZ) // nft compares the whole zero-padded name
 	copy(name, iface)
 	exprs := []expr.Any{
 		&expr.Meta{Key: expr.MetaKeyOIFNAME, Register: 1},
 		&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: name},
 	}
-	if bits := source.Bits(); bits > 0 {
+	if bits := r.source.Bits(); bits > 0 {
 		exprs = append(exprs, &expr.Payload{
 			DestRegister: 1,
 			Base:         expr.PayloadBaseNetworkHeader,
@@ -79,10 +85,19 @@ func masqueradeExprs(iface string, source netip.Prefix) []expr.Any {
 				Xor:            []byte{0, 0, 0, 0},
 			})
 		}
-		addr := source.Addr().As4()
+		addr := r.source.Addr().As4()
 		exprs = append(exprs, &expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: addr[:]})
 	}
-	return append(exprs, &expr.Masq{})
+	if r.masquerade() {
+		return append(exprs, &expr.Masq{})
+	}
+	// The kernel reports the range's end in the register of its start when a rule gives only
+	// the start, as nft(8) does; giving both makes the rule read back as it was written.
+	to := r.to.As4()
+	return append(exprs,
+		&expr.Immediate{Register: 1, Data: to[:]},
+		&expr.NAT{Type: expr.NATTypeSourceNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: 1, RegAddrMax: 1},
+	)
 }
 
 func prefixMask(bits int) []byte {
@@ -100,9 +115,9 @@ func prefixMask(bits int) []byte {
 	return m
 }
 
-// inspectTable compares table ip natganker with what it should be and returns "" when it
-// matches, or the first difference.
-func (d *Datapath) inspectTable(c *nftables.Conn) (string, error) {
+// inspectTable compares table ip natganker with one holding the rules want and returns ""
+// when it matches, or the first difference.
+func (d *Datapath) inspectTable(c *nftables.Conn, want []natRule) (string, error) {
 	t, err := c.ListTableOfFamily(TableName, nftables.TableFamilyIPv4)
 	if errors.Is(err, unix.ENOENT) {
 		return reasonRuleMissing, nil
@@ -117,7 +132,7 @@ func (d *Datapath) inspectTable(c *nftables.Conn) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("list ip chains: %w", err)
 	}
-	want := ourChain(t)
+	wantChain := ourChain(t)
 	var found *nftables.Chain
 	for _, ch := range chains {
 		if ch.Table == nil || ch.Table.Name != TableName {
@@ -131,26 +146,31 @@ func (d *Datapath) inspectTable(c *nftables.Conn) (string, error) {
 	if found == nil {
 		return reasonRuleMissing, nil
 	}
-	if found.Type != want.Type || found.Hooknum == nil || *found.Hooknum != *want.Hooknum ||
-		found.Priority == nil || *found.Priority != *want.Priority {
+	if found.Type != wantChain.Type || found.Hooknum == nil || *found.Hooknum != *wantChain.Hooknum ||
+		found.Priority == nil || *found.Priority != *wantChain.Priority {
 		return fmt.Sprintf("chain %s is not a nat postrouting chain at priority srcnat", ChainName), nil
 	}
-	if found.Policy == nil || *found.Policy != *want.Policy {
+	if found.Policy == nil || *found.Policy != *wantChain.Policy {
 		return fmt.Sprintf("chain %s policy is not accept", ChainName), nil
 	}
 	rules, err := c.GetRules(t, found)
 	if err != nil {
 		return "", fmt.Errorf("list rules of chain %s: %w", ChainName, err)
 	}
-	wantExprs := masqueradeExprs(d.cfg.PublicInterface, d.source)
 	switch {
 	case len(rules) == 0:
 		return reasonRuleMissing, nil
-	case len(rules) > 1:
-		return fmt.Sprintf("%d rules in chain %s, want 1", len(rules), ChainName), nil
-	case !reflect.DeepEqual(rules[0].Exprs, wantExprs):
-		return fmt.Sprintf("masquerade rule differs from oifname %q ip saddr %s masquerade",
-			d.cfg.PublicInterface, d.source), nil
+	case len(rules) != len(want):
+		return fmt.Sprintf("%d %s in chain %s, want %d", len(rules), plural(len(rules), "rule", "rules"), ChainName, len(want)), nil
+	}
+	for i, r := range want {
+		if reflect.DeepEqual(rules[i].Exprs, ruleExprs(d.cfg.PublicInterface, r)) {
+			continue
+		}
+		if r.masquerade() {
+			return "masquerade rule differs from " + r.text(d.cfg.PublicInterface), nil
+		}
+		return fmt.Sprintf("rule %d differs from %s (source NAT of group %q)", i+1, r.text(d.cfg.PublicInterface), r.group), nil
 	}
 	return "", nil
 }
@@ -164,38 +184,82 @@ func tableFlags(t *nftables.Table) uint32 {
 
 // ensureTable replaces table ip natganker unless it already is what it should be. The
 // replacement is one nftables transaction (create table if missing, delete it, create it
-// with its chain and rule), so the kernel never runs without the rule or with two of them.
+// with its chain and rules), so the kernel never runs without the masquerade rule or with
+// two of them.
 func (d *Datapath) ensureTable(ctx context.Context) error {
 	c, err := dialNFT(ctx)
 	if err != nil {
 		return err
 	}
-	reason, err := d.inspectTable(c)
+	want := d.wantedRules()
+	reason, err := d.inspectTable(c, want)
 	if err != nil {
 		return err
 	}
 	if reason == "" {
+		d.setInstalled(want)
 		return nil
+	}
+	if d.isInstalled(c) {
+		reason = "source NAT rules or addresses changed"
 	}
 	t := ourTable()
 	c.AddTable(t)
 	c.DelTable(t)
 	c.AddTable(t)
 	ch := c.AddChain(ourChain(t))
-	c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: masqueradeExprs(d.cfg.PublicInterface, d.source)})
+	for _, r := range want {
+		c.AddRule(&nftables.Rule{Table: t, Chain: ch, Exprs: ruleExprs(d.cfg.PublicInterface, r)})
+	}
 	if err := c.Flush(); err != nil {
 		return fmt.Errorf("install table ip %s: %w", TableName, err)
 	}
-	after, err := d.inspectTable(c)
+	after, err := d.inspectTable(c, want)
 	if err != nil {
 		return fmt.Errorf("verify table ip %s: %w", TableName, err)
 	}
 	if after != "" {
 		return fmt.Errorf("verify table ip %s: %s", TableName, after)
 	}
-	d.logger.Info("installed masquerade rule", "table", "ip "+TableName, "chain", ChainName,
-		"oifname", d.cfg.PublicInterface, "saddr", d.source.String(), "was", reason)
+	before := d.setInstalled(want)
+	for _, r := range before {
+		if !r.masquerade() && !slices.Contains(want, r) {
+			d.logger.Info("removed source NAT rule", "group", r.group, "oifname", d.cfg.PublicInterface,
+				"saddr", r.source.String(), "snat_to", r.to.String())
+		}
+	}
+	for _, r := range want {
+		if r.masquerade() {
+			d.logger.Info("installed masquerade rule", "table", "ip "+TableName, "chain", ChainName,
+				"oifname", d.cfg.PublicInterface, "saddr", r.source.String(), "was", reason)
+			continue
+		}
+		d.logger.Info("installed source NAT rule", "group", r.group, "table", "ip "+TableName, "chain", ChainName,
+			"oifname", d.cfg.PublicInterface, "saddr", r.source.String(), "snat_to", r.to.String(), "was", reason)
+	}
 	return nil
+}
+
+// setInstalled records the rules just found or put in place, and returns the ones before.
+func (d *Datapath) setInstalled(rules []natRule) []natRule {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	before := d.installed
+	d.installed = rules
+	return before
+}
+
+// isInstalled reports whether the table holds exactly the rules this Datapath installed
+// last: a table that differs from the wanted rules only because they changed since.
+func (d *Datapath) isInstalled(c *nftables.Conn) bool {
+	d.mu.Lock()
+	installed := d.installed
+	d.mu.Unlock()
+	if installed == nil {
+		return false
+	}
+	reason, err := d.inspectTable(c, installed)
+	return err == nil && reason == ""
 }
 
 // removeTable deletes table ip natganker if present; creating it first in the same
@@ -221,27 +285,33 @@ func (d *Datapath) removeTable(ctx context.Context) error {
 
 // checkNAT returns "" when NAT is in place and a reason otherwise. A managed datapath must
 // have exactly our table; an unmanaged one needs some masquerade or SNAT rule in a
-// postrouting NAT chain (rules of iptables-legacy are invisible here).
-func (d *Datapath) checkNAT(ctx context.Context) string {
+// postrouting NAT chain (rules of iptables-legacy are invisible here). stale is set when
+// our table holds the rules installed last, but the wanted ones have changed since (new
+// source NAT rules, an address added to or removed from the interface): Ensure's work, not
+// a fault.
+func (d *Datapath) checkNAT(ctx context.Context) (reason string, stale bool) {
 	c, err := dialNFT(ctx)
 	if err != nil {
-		return fmt.Sprintf("cannot read nftables: %v", err)
+		return fmt.Sprintf("cannot read nftables: %v", err), false
 	}
 	if d.cfg.Manage {
-		reason, err := d.inspectTable(c)
+		reason, err := d.inspectTable(c, d.wantedRules())
 		if err != nil {
-			return fmt.Sprintf("cannot read nftables: %v", err)
+			return fmt.Sprintf("cannot read nftables: %v", err), false
 		}
-		return reason
+		if reason != "" && d.isInstalled(c) {
+			return "", true
+		}
+		return reason, false
 	}
 	ok, err := anyMasquerade(c)
 	switch {
 	case err != nil:
-		return fmt.Sprintf("cannot read nftables: %v", err)
+		return fmt.Sprintf("cannot read nftables: %v", err), false
 	case !ok:
-		return reasonRuleMissing
+		return reasonRuleMissing, false
 	}
-	return ""
+	return "", false
 }
 
 // anyMasquerade reports whether any postrouting NAT chain of an ip or inet table holds a
@@ -280,4 +350,11 @@ func anyMasquerade(c *nftables.Conn) (bool, error) {
 		}
 	}
 	return false, nil
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
 }
