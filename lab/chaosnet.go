@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 
@@ -86,10 +87,13 @@ func setLink(ctx context.Context, host, dev string, up bool) error {
 	if err := nsIP(ctx, NS(host), "link", "set", dev, state); err != nil {
 		return err
 	}
-	if up && dev == "pub0" {
-		// Taking an interface down removes the routes through it; its address's subnet route
-		// comes back by itself, the default route does not.
+	// Taking an interface down removes the routes through it; its address's subnet route
+	// comes back by itself, the default route does not.
+	switch {
+	case up && dev == "pub0":
 		return natDefaultRoute(ctx, host)
+	case up && dev == "eth0" && slices.Contains(ZoneNATs, host):
+		return zonesDefaultRoute(ctx, host)
 	}
 	return nil
 }

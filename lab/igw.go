@@ -34,39 +34,56 @@ const igwTable = `table ip igw {
 }
 `
 
-// startIGW sets up the gateway namespace: forwarding, its table and the mapping with the
-// Elastic IP on no instance (the VPC stand-in places it on its first read).
-func startIGW(ctx context.Context) error {
+// startIGW sets up the gateway namespace: forwarding, its table and the mapping pairs
+// (private → public address; nil: every NAT to its own public address, the Elastic IP
+// nowhere, until the VPC stand-in places it on its first read).
+func startIGW(ctx context.Context, pairs [][2]string) error {
 	for _, kv := range [][2]string{{"net.ipv4.ip_forward", "1"}, {"net.ipv4.conf.all.rp_filter", "0"}, {"net.ipv4.conf.default.rp_filter", "0"}} {
 		if err := sysctl(ctx, NS(IGW), kv[0], kv[1]); err != nil {
 			return err
 		}
 	}
-	if err := nftIn(ctx, IGW, igwTable+igwMapping("")); err != nil {
+	if pairs == nil {
+		pairs = natMapping("")
+	}
+	if err := nftIn(ctx, IGW, igwTable+igwScript(pairs)); err != nil {
 		return fmt.Errorf("internet gateway: %w", err)
 	}
 	return nil
 }
 
-// igwMapping is the nft script that maps the Elastic IP to eipHost's private address ("" =
-// the EIP maps nowhere) and every other NAT to its own public address, in one transaction.
-func igwMapping(eipHost string) string {
-	var pub, priv []string
+// natMapping is the two-NAT lab's mapping: the Elastic IP to eipHost's private address ("" =
+// the EIP maps nowhere) and every other NAT to its own public address.
+func natMapping(eipHost string) [][2]string {
+	var pairs [][2]string
 	for _, h := range []string{Nat1, Nat2} {
 		public := natPublic(h)
 		if h == eipHost {
 			public = ElasticIP
 		}
-		pub = append(pub, natPubIP(h)+" : "+public)
-		priv = append(priv, public+" : "+natPubIP(h))
+		pairs = append(pairs, [2]string{natPubIP(h), public})
 	}
-	return fmt.Sprintf("flush map ip igw public\nflush map ip igw private\nadd element ip igw public { %s }\nadd element ip igw private { %s }\n",
-		strings.Join(pub, ", "), strings.Join(priv, ", "))
+	return pairs
+}
+
+// igwScript is the nft script that replaces the gateway's mapping with pairs (private →
+// public address, both ways), in one transaction.
+func igwScript(pairs [][2]string) string {
+	var pub, priv []string
+	for _, p := range pairs {
+		pub = append(pub, p[0]+" : "+p[1])
+		priv = append(priv, p[1]+" : "+p[0])
+	}
+	s := "flush map ip igw public\nflush map ip igw private\n"
+	if len(pairs) > 0 {
+		s += fmt.Sprintf("add element ip igw public { %s }\nadd element ip igw private { %s }\n", strings.Join(pub, ", "), strings.Join(priv, ", "))
+	}
+	return s
 }
 
 // mapEIP makes the gateway translate the Elastic IP to host's private address ("" = nowhere).
 func mapEIP(ctx context.Context, host string) error {
-	if err := nftIn(ctx, IGW, igwMapping(host)); err != nil {
+	if err := nftIn(ctx, IGW, igwScript(natMapping(host))); err != nil {
 		return fmt.Errorf("map eip to %s: %w", orNone(host), err)
 	}
 	return nil

@@ -59,6 +59,9 @@ type Options struct {
 	// NoConntrackSync turns the agents' connection sync off (conntrack_sync { enabled =
 	// false }): the control against which it is measured.
 	NoConntrackSync bool
+	// Zones builds the zones lab instead (zones.go): three NATs, two groups, two clients,
+	// EC2 through the proxy with AssociateAsEC2 (Proxy is set to that when nil).
+	Zones bool
 	// Logger receives the lab's own logs.
 	Logger hclog.Logger
 	// Timeline receives the events worth showing; may be nil.
@@ -79,6 +82,7 @@ type Lab struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	fol    *follower
+	zfol   *zonesFollower
 
 	mu       sync.Mutex
 	procs    []*proc
@@ -143,6 +147,9 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 		return fmt.Errorf("remove leftovers: %w", err)
 	}
 	start := time.Now()
+	if l.opts.Zones {
+		return l.upZones(ctx, start)
+	}
 	if err := buildTopology(ctx); err != nil {
 		return fmt.Errorf("build topology: %w", err)
 	}
@@ -424,6 +431,15 @@ func (l *Lab) ProxyStats() map[string]int {
 		return nil
 	}
 	return l.proxy.Stats()
+}
+
+// ProxyDisplaced is how many Elastic IPs the proxy's AssociateAsEC2 disassociated because
+// another was associated with their private address (0 without a proxy).
+func (l *Lab) ProxyDisplaced() int {
+	if l.proxy == nil {
+		return 0
+	}
+	return l.proxy.Displaced()
 }
 
 // AgentEndpoint is the EC2 endpoint the NATs use.

@@ -43,6 +43,9 @@ type World struct {
 	ExtraTables  []string
 	AllocationID string
 	PublicIP     string
+	// Zones is set in the zones lab (zones.go); ClientTable and AllocationID are then group
+	// A's.
+	Zones *ZoneWorld
 }
 
 // Tables returns every managed route table, the client's first.

@@ -188,7 +188,11 @@ func (l *Lab) startAgent(ctx context.Context, n *node) error {
 		return fmt.Errorf("%w: %w", ErrNoAgent, err)
 	}
 	cfg := filepath.Join(l.opts.Dir, n.host+".hcl")
-	if err := os.WriteFile(cfg, []byte(l.agentConfig(n.host)+l.metricsConfig(n.host)+l.syncConfig()), 0o600); err != nil {
+	config := l.agentConfig
+	if l.opts.Zones {
+		config = l.zonesAgentConfig
+	}
+	if err := os.WriteFile(cfg, []byte(config(n.host)+l.metricsConfig(n.host)+l.syncConfig()), 0o600); err != nil {
 		return fmt.Errorf("write agent config: %w", err)
 	}
 	// An agent started while its metadata mock is down cannot learn who it is.
@@ -328,7 +332,7 @@ func (l *Lab) Transitions() []Transition {
 // SIGKILL. It returns the moment of the kill: when both links are down, so that no probe
 // sent after it can still pass through the host.
 func (l *Lab) KillHost(ctx context.Context, host string) (time.Time, error) {
-	for _, dev := range []string{"priv0", "pub0"} {
+	for _, dev := range l.natLinks() {
 		if err := nsIP(ctx, NS(host), "link", "set", dev, "down"); err != nil {
 			return time.Now(), fmt.Errorf("kill %s: %w", host, err)
 		}
@@ -348,13 +352,21 @@ func (l *Lab) KillHost(ctx context.Context, host string) (time.Time, error) {
 			killKeepalivedIn(ctx, host)
 		}
 	}
-	l.tl.Add(at, "lab", "HARD KILL %s: priv0 and pub0 down, failover process SIGKILLed", host)
+	l.tl.Add(at, "lab", "HARD KILL %s: %s down, failover process SIGKILLed", host, strings.Join(l.natLinks(), " and "))
 	return at, nil
+}
+
+// natLinks are a NAT's interfaces: private and public, or the one interface of a zones-lab NAT.
+func (l *Lab) natLinks() []string {
+	if l.opts.Zones {
+		return []string{"eth0"}
+	}
+	return []string{"priv0", "pub0"}
 }
 
 // ReviveHost brings a killed NAT back: links up, then its failover process restarted.
 func (l *Lab) ReviveHost(ctx context.Context, host string) error {
-	for _, dev := range []string{"priv0", "pub0"} {
+	for _, dev := range l.natLinks() {
 		if err := setLink(ctx, host, dev, true); err != nil {
 			return fmt.Errorf("revive %s: %w", host, err)
 		}

@@ -20,7 +20,7 @@ func Peer(host string) string {
 // StartMechanism starts mech on both NATs and waits until the pair is ready: for natganker,
 // both agents see each other alive and healthy; for keepalived, nat1 is MASTER.
 func (l *Lab) StartMechanism(ctx context.Context, mech Mechanism, timeout time.Duration) error {
-	for _, h := range []string{Nat1, Nat2} {
+	for _, h := range l.NATs() {
 		if err := l.StartNode(ctx, h, mech); err != nil {
 			return err
 		}
@@ -28,8 +28,8 @@ func (l *Lab) StartMechanism(ctx context.Context, mech Mechanism, timeout time.D
 	return l.WaitReady(ctx, mech, timeout)
 }
 
-// WaitReady waits until both NATs run mech and agree: natganker agents see two healthy
-// alive members each; keepalived has one MASTER.
+// WaitReady waits until every NAT runs mech and they agree: natganker agents see every NAT as a healthy
+// alive member; keepalived has one MASTER.
 func (l *Lab) WaitReady(ctx context.Context, mech Mechanism, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
@@ -54,7 +54,7 @@ func (l *Lab) WaitReady(ctx context.Context, mech Mechanism, timeout time.Durati
 }
 
 func (l *Lab) agentsReady(ctx context.Context) error {
-	for _, h := range []string{Nat1, Nat2} {
+	for _, h := range l.NATs() {
 		ms, err := l.Members(ctx, h)
 		if err != nil {
 			return err
@@ -65,11 +65,19 @@ func (l *Lab) agentsReady(ctx context.Context) error {
 				healthy++
 			}
 		}
-		if healthy != 2 {
+		if healthy != len(l.NATs()) {
 			return fmt.Errorf("%s sees %d healthy alive members: %+v", h, healthy, ms)
 		}
 	}
 	return nil
+}
+
+// NATs are the lab's NAT hosts.
+func (l *Lab) NATs() []string {
+	if l.opts.Zones {
+		return ZoneNATs
+	}
+	return []string{Nat1, Nat2}
 }
 
 func (l *Lab) keepalivedReady() error {

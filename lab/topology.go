@@ -168,7 +168,7 @@ func buildTopology(ctx context.Context) error {
 	if err := nsIP(ctx, NS(Inet), "route", "add", PublicRange, "via", IGWInetIP, "dev", "eth0"); err != nil {
 		return err
 	}
-	if err := startIGW(ctx); err != nil {
+	if err := startIGW(ctx, nil); err != nil {
 		return err
 	}
 	// Until the stand-in sees the route table, the client has no way out.

@@ -62,8 +62,9 @@ func RunHelper() int {
 // IsHelper reports whether this process was started as an in-namespace helper.
 func IsHelper() bool { return os.Getenv(HelperEnv) != "" }
 
-// serve runs inside inet: a UDP echo and a TCP echo service, and the server side of the
-// push and download streams. ICMP is the kernel's.
+// serve runs inside inet: a UDP echo and a TCP echo service, the server side of the push
+// and download streams, and a UDP service that answers with the source address it saw
+// (WhoamiPort). ICMP is the kernel's.
 func serve() error {
 	uc, err := net.ListenPacket("udp", net.JoinHostPort(InetIP, strconv.Itoa(UDPEchoPort)))
 	if err != nil {
@@ -84,6 +85,22 @@ func serve() error {
 		}
 		go acceptLoop(sl, func(c net.Conn) { writeEvery(c, s.bytes, s.every) })
 	}
+	wc, err := net.ListenPacket("udp", net.JoinHostPort(InetIP, strconv.Itoa(WhoamiPort)))
+	if err != nil {
+		return fmt.Errorf("listen udp: %w", err)
+	}
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			_, addr, err := wc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if ua, ok := addr.(*net.UDPAddr); ok {
+				_, _ = wc.WriteTo([]byte(ua.IP.String()), addr)
+			}
+		}
+	}()
 	go func() {
 		buf := make([]byte, 2048)
 		for {

@@ -32,6 +32,10 @@ import (
 // with through a proxy with AssociateAsEC2.
 const addressTag = "ec2test:private-address"
 
+// AddressTag is addressTag, for readers of moto that follow the associations themselves (the
+// lab's stand-in for the internet gateway); its value is "eni-…/private-ip".
+const AddressTag = addressTag
+
 // AssociateAsEC2 turns on or off EC2's rule for AssociateAddress (see above): before
 // forwarding a call, the proxy finds the private address it targets, answers
 // InvalidParameterValue as EC2 does when the interface has no such address, and
