@@ -51,7 +51,8 @@ func (a *Agent) claim(g *groupState, reason string, now time.Time) {
 	if from != a.id.InstanceID && from != "" && a.flows != nil {
 		// The former owner's connections are installed while EC2 moves the traffic here.
 		a.tellTakeover(from)
-		a.spawn(func() { a.installFlows(from) })
+		old, own := a.flowAddresses(g)
+		a.spawn(func() { a.installFlows(from, old, own) })
 	}
 	ctx, cancel := context.WithTimeout(a.ctx, 6*a.cfg.EC2.CallTimeout)
 	g.claimCancel = cancel

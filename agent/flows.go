@@ -293,21 +293,46 @@ func (a *Agent) tellTakeover(from string) {
 	}
 }
 
+// flowAddresses says which of a former owner's flows belong to group g, and where they go on
+// this node. With one group, every flow, mapped to this node's own address on the public
+// interface (own is invalid: installFlows asks the kernel). With several, each group's Elastic
+// IP sits on a private address of its own (addresses.go) and its flows were source-NATed to
+// it: the group's flows are those mapped to the address the last read of EC2 showed its Elastic
+// IP on (old), and they go to this node's address for the group (own).
+func (a *Agent) flowAddresses(g *groupState) (old, own netip.Addr) {
+	if _, pin := addressIndex(a.cfg, g.cfg.Name); !pin || !g.observed {
+		return netip.Addr{}, netip.Addr{}
+	}
+	old, _ = netip.ParseAddr(g.obs.EIP.PrivateIP)
+	own, _ = netip.ParseAddr(g.obs.Address.Want)
+	return old, own
+}
+
 // installFlows installs the flows the member called from masqueraded, with this node's own
-// address where it has one, so that their replies are mapped back here once the Elastic IP
-// and the routes have moved. It runs beside the claim's EC2 calls.
-func (a *Agent) installFlows(from string) {
+// address, so that their replies are mapped back here once the Elastic IP and the routes
+// have moved. With old valid, only the flows mapped to old are installed, mapped to own (see
+// flowAddresses). It runs beside the claim's EC2 calls.
+func (a *Agent) installFlows(from string, old, own netip.Addr) {
 	s := a.flows
 	if s == nil || from == "" || from == a.id.InstanceID {
 		return
 	}
 	started := time.Now()
-	flows := s.table.Flows(from, started)
+	all := s.table.Flows(from, started)
+	flows := all[:0:0]
+	for _, f := range all {
+		if !old.IsValid() || f.NAT.Addr() == old {
+			flows = append(flows, f)
+		}
+	}
 	if len(flows) == 0 {
-		a.logger.Info("connection sync: no flows of the former owner's to install", "from", from)
+		a.logger.Info("connection sync: no flows of the former owner's to install", "from", from, "held", len(all))
 		return
 	}
-	own, hasOwn := s.src.LocalAddr()
+	hasOwn := own.IsValid()
+	if !hasOwn {
+		own, hasOwn = s.src.LocalAddr()
+	}
 	for i := range flows {
 		if hasOwn && flows[i].NAT.Addr() != own {
 			flows[i].NAT = netip.AddrPortFrom(own, flows[i].NAT.Port())

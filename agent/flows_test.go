@@ -7,7 +7,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/natganker/natganker/agent/conntrack"
+	"github.com/natganker/natganker/ec2"
 )
 
 // fakeFlows is a conntrack table in memory: flows are added by the test and reported to the
@@ -171,6 +174,46 @@ func waitHold(t *testing.T, who string, f *fakeFlows, holding bool) {
 		if time.Now().After(deadline) {
 			h, set := f.lastHold()
 			t.Fatalf("%s: guard holding=%v (set %v), want holding=%v", who, h, set, holding)
+		}
+	}
+}
+
+// With several groups each group's flows were source-NATed to the address its Elastic IP sat
+// on at the former owner: a takeover of one group installs those alone, mapped to this node's
+// address for the group; with one group, every flow, mapped to the public interface's address.
+func TestInstallFlows_PerGroupAddress(t *testing.T) {
+	src := newFakeFlows("198.18.1.13")
+	a := &Agent{id: ec2.Identity{InstanceID: "i-self"}, logger: hclog.NewNullLogger(),
+		flows: &flowSync{src: src, table: conntrack.NewTable(100)}}
+	flow := func(port uint16, nat string) conntrack.Flow {
+		return conntrack.Flow{Proto: conntrack.TCP, Src: netip.AddrPortFrom(netip.MustParseAddr("198.18.1.100"), port),
+			Dst: netip.MustParseAddrPort("198.19.0.1:443"), NAT: netip.MustParseAddrPort(nat),
+			Status: conntrack.StatusSeenReply | conntrack.StatusAssured, TCPState: conntrack.TCPEstablished, Timeout: 3600}
+	}
+	var recs []conntrack.Record
+	for _, f := range []conntrack.Flow{flow(40000, "198.18.1.11:40000"), flow(40001, "198.18.1.11:40001"), flow(40002, "198.18.1.21:61002")} {
+		recs = append(recs, conntrack.Record{Op: conntrack.OpPut, Flow: f})
+	}
+	if err := a.flows.table.Apply(conntrack.Message{Kind: conntrack.KindDelta, Sender: "i-old", Records: recs}, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	a.installFlows("i-old", netip.MustParseAddr("198.18.1.21"), netip.MustParseAddr("198.18.1.23"))
+	got := src.installedFlows()
+	if len(got) != 1 {
+		t.Fatalf("installed %d flows for the second group, want 1: %v", len(got), got)
+	}
+	f := got[netip.MustParseAddrPort("198.18.1.100:40002")]
+	if f.NAT != netip.MustParseAddrPort("198.18.1.23:61002") || f.Mark != conntrack.FlowMark {
+		t.Errorf("installed %+v, want it mapped to 198.18.1.23:61002 and marked", f)
+	}
+	a.installFlows("i-old", netip.Addr{}, netip.Addr{})
+	got = src.installedFlows()
+	if len(got) != 3 {
+		t.Fatalf("installed %d flows with one group, want all 3", len(got))
+	}
+	for _, f := range got {
+		if f.NAT.Addr() != src.local {
+			t.Errorf("installed %+v, want it mapped to %s", f, src.local)
 		}
 	}
 }
