@@ -102,6 +102,7 @@ type Client struct {
 	mu        sync.Mutex
 	instances map[string]instanceInfo // by instance id
 	eniOwner  map[string]string       // network interface id → instance id
+	subnets   map[string]string       // subnet id → IPv4 CIDR block, which never changes
 }
 
 // instanceInfo is what the cache keeps about an instance.

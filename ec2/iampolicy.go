@@ -14,6 +14,7 @@ const (
 	actionDescribeAddresses         = "ec2:DescribeAddresses"
 	actionDescribeInstances         = "ec2:DescribeInstances"
 	actionDescribeRouteTables       = "ec2:DescribeRouteTables"
+	actionDescribeSubnets           = "ec2:DescribeSubnets"
 	actionDescribeInstanceAttribute = "ec2:DescribeInstanceAttribute"
 	actionModifyInstanceAttribute   = "ec2:ModifyInstanceAttribute"
 	actionAssociateAddress          = "ec2:AssociateAddress"
@@ -93,7 +94,8 @@ func partition(region string) string {
 // permissions for the action (see "Actions, resources, and condition keys for Amazon EC2" in
 // AWS's Service Authorization Reference):
 //
-//   - DescribeAddresses, DescribeInstances and DescribeRouteTables support none: "*".
+//   - DescribeAddresses, DescribeInstances, DescribeRouteTables and DescribeSubnets support
+//     none: "*".
 //   - DescribeInstanceAttribute and ModifyInstanceAttribute (the source/destination check of
 //     the agent's own instance) and AssociateAddress (onto the agent's own instance) take
 //     instance ARNs; with s.InstanceProfile only instances with that profile.
@@ -121,9 +123,14 @@ func IAMPolicy(s PolicyScope) Policy {
 		p.Statement = append(p.Statement, st)
 	}
 
+	read := []string{actionDescribeAddresses, actionDescribeInstances, actionDescribeRouteTables}
+	if generic || len(s.Groups) > 1 {
+		// The subnets of the groups whose Elastic IP goes on a secondary address (subnets.go).
+		read = append(read, actionDescribeSubnets)
+	}
 	add(Statement{
 		Sid:      "ReadAddressesInstancesRouteTables",
-		Action:   []string{actionDescribeAddresses, actionDescribeInstances, actionDescribeRouteTables},
+		Action:   read,
 		Resource: []string{"*"},
 	})
 

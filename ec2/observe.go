@@ -125,6 +125,11 @@ type Observation struct {
 	// Misplaced, when set, says that the Elastic IP is on Self but on another private
 	// address than Address.Want: drift to repair.
 	Misplaced string
+	// SubnetCIDRs are, for a group whose Elastic IP goes on a secondary private address
+	// (Group.PinAddress, AddressIndex past 0), the IPv4 CIDR blocks of the subnets explicitly
+	// associated with its managed route tables, sorted: the traffic to source-NAT to
+	// Address.Want (subnets.go). Nil for other groups.
+	SubnetCIDRs []string
 }
 
 // EIP is an Elastic IP and its association; the association fields are "" when unassociated.
@@ -547,6 +552,7 @@ func (c *Client) Observe(ctx context.Context, g Group, self Self) (Observation, 
 		if g.ElasticIP != "" && m.owns(obs.EIP.InstanceID, obs.EIP.ENIID) && m.addr.Want != "" && obs.EIP.PrivateIP != m.addr.Want {
 			obs.Misplaced = fmt.Sprintf("elastic ip %s is on %s of this instance, not on %s", g.ElasticIP, orNone(obs.EIP.PrivateIP), m.addr.Want)
 		}
+		c.noteSubnets(ctx, g, tr.tables, &obs)
 	}
 	obs.ReadAt = time.Now()
 	return obs, nil
