@@ -85,6 +85,13 @@ func (d *Datapath) SetSourceNAT(rules []SourceNAT) {
 // rule. It logs, once per change, a source NAT address that is missing from the interface
 // and one that came back.
 func (d *Datapath) wantedRules() []natRule {
+	d.mu.Lock()
+	none := len(d.snat) == 0 && len(d.missing) == 0
+	d.mu.Unlock()
+	if none {
+		// One group, or none on a secondary address: the masquerade rule alone, no netlink.
+		return []natRule{{source: d.source}}
+	}
 	have, ifaceErr := interfaceAddrs(d.cfg.PublicInterface)
 	d.mu.Lock()
 	defer d.mu.Unlock()
