@@ -2,10 +2,13 @@ package agent
 
 import (
 	"fmt"
+	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/natganker/natganker/agent/datapath"
 	"github.com/natganker/natganker/config"
 	"github.com/natganker/natganker/ec2"
 )
@@ -83,4 +86,89 @@ func (a *Agent) noteRoom(g *groupState, obs ec2.Observation, now time.Time) {
 		g.eligibleSince = now
 	}
 	g.noRoom = why
+}
+
+// A group past the first has its Elastic IP on a secondary private address, and AWS's
+// internet gateway gives traffic the Elastic IP of the private address it leaves from: the
+// datapath must source-NAT the group's traffic to that address, or it leaves with the
+// primary address's (another group's) Elastic IP. The group's traffic is what comes from the
+// subnets associated with its route tables (ec2.Observation.SubnetCIDRs).
+
+// SourceNATer takes the source NAT rules of the groups on secondary addresses.
+// *datapath.Datapath implements it; a managed datapath installs them at its next check.
+type SourceNATer interface {
+	SetSourceNAT(rules []datapath.SourceNAT)
+}
+
+var _ SourceNATer = (*datapath.Datapath)(nil)
+
+// GroupRead is one group's latest read of EC2, for SourceNATRules.
+type GroupRead struct {
+	Group string
+	Obs   ec2.Observation
+}
+
+// SourceNATRules derives from the groups' latest reads the source NAT rules of this node:
+// for each group whose Elastic IP goes on a secondary private address here (Address.Index
+// past 0, Address.Want known), its subnets' traffic to that address, in the order of the
+// addresses. The rules do not depend on who holds the group: traffic reaches this node only
+// from the route tables pointing at it, and a node that holds a group holds its Elastic IP.
+// A subnet that holds one of the interface's own addresses is left out, so that this node's
+// own traffic (gossip, EC2 calls) keeps its address: a managed route table associated with
+// the NAT's own subnet is a mistake, not traffic to translate.
+func SourceNATRules(reads []GroupRead) []datapath.SourceNAT {
+	var out []datapath.SourceNAT
+	for _, r := range reads {
+		a := r.Obs.Address
+		to, err := netip.ParseAddr(a.Want)
+		if a.Index < 1 || err != nil || !to.Is4() {
+			continue
+		}
+		rule := datapath.SourceNAT{Group: r.Group, To: to}
+		for _, c := range r.Obs.SubnetCIDRs {
+			p, err := netip.ParsePrefix(c)
+			if err != nil || slices.ContainsFunc(a.Have, func(h string) bool {
+				ha, err := netip.ParseAddr(h)
+				return err == nil && p.Contains(ha)
+			}) {
+				continue
+			}
+			rule.Sources = append(rule.Sources, p.Masked())
+		}
+		if len(rule.Sources) > 0 {
+			out = append(out, rule)
+		}
+	}
+	slices.SortStableFunc(out, func(x, y datapath.SourceNAT) int { return x.To.Compare(y.To) })
+	return out
+}
+
+// noteSourceNAT hands the datapath the source NAT rules derived from the latest reads, and
+// logs each change.
+func (a *Agent) noteSourceNAT() {
+	var reads []GroupRead
+	for _, g := range a.groups {
+		if g.observed {
+			reads = append(reads, GroupRead{Group: g.cfg.Name, Obs: g.obs})
+		}
+	}
+	rules := SourceNATRules(reads)
+	if reflect.DeepEqual(rules, a.snat) {
+		return
+	}
+	a.snat = rules
+	for _, r := range rules {
+		var srcs []string
+		for _, p := range r.Sources {
+			srcs = append(srcs, p.String())
+		}
+		a.logger.Info("group's traffic is source-NATed to its private address", "group", r.Group,
+			"address", r.To.String(), "subnets", strings.Join(srcs, ","))
+	}
+	if len(rules) == 0 {
+		a.logger.Info("no group's traffic is source-NATed: every subnet is masqueraded")
+	}
+	if s, ok := a.deps.Health.(SourceNATer); ok {
+		s.SetSourceNAT(rules)
+	}
 }

@@ -3,14 +3,20 @@ package agent
 import (
 	"context"
 	"fmt"
+	"net/netip"
+	"reflect"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsec2 "github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
+	"github.com/hashicorp/go-hclog"
 
+	"github.com/natganker/natganker/agent/datapath"
 	"github.com/natganker/natganker/config"
 	"github.com/natganker/natganker/ec2"
 	"github.com/natganker/natganker/ec2/ec2test"
@@ -203,4 +209,152 @@ group "az-b" {
 			t.Errorf("nat%d displaced %d Elastic IPs, want none", i+1, n)
 		}
 	}
+}
+
+func TestSourceNATRules(t *testing.T) {
+	have := []string{"10.0.0.10", "10.0.0.100", "10.0.0.101"}
+	read := func(group string, index int, subnets ...string) GroupRead {
+		a := ec2.Address{ENIID: "eni-1", Index: index, Have: have}
+		if index < len(have) {
+			a.Want = have[index]
+		}
+		return GroupRead{Group: group, Obs: ec2.Observation{Address: a, SubnetCIDRs: subnets}}
+	}
+	prefixes := func(ss ...string) []netip.Prefix {
+		var out []netip.Prefix
+		for _, s := range ss {
+			out = append(out, netip.MustParsePrefix(s))
+		}
+		return out
+	}
+	tests := []struct {
+		name  string
+		reads []GroupRead
+		want  []datapath.SourceNAT
+	}{
+		{"OneGroup", []GroupRead{{Group: "egress", Obs: ec2.Observation{SubnetCIDRs: []string{"10.0.1.0/24"}}}}, nil},
+		{"FirstGroupIsMasqueraded", []GroupRead{read("az-a", 0, "10.0.1.0/24")}, nil},
+		{"SecondGroup", []GroupRead{read("az-a", 0), read("az-b", 1, "10.0.2.0/24", "10.0.3.0/24")},
+			[]datapath.SourceNAT{{Group: "az-b", To: netip.MustParseAddr("10.0.0.100"), Sources: prefixes("10.0.2.0/24", "10.0.3.0/24")}}},
+		{"InAddressOrder", []GroupRead{read("az-c", 2, "10.0.4.0/24"), read("az-b", 1, "10.0.2.0/24")},
+			[]datapath.SourceNAT{
+				{Group: "az-b", To: netip.MustParseAddr("10.0.0.100"), Sources: prefixes("10.0.2.0/24")},
+				{Group: "az-c", To: netip.MustParseAddr("10.0.0.101"), Sources: prefixes("10.0.4.0/24")},
+			}},
+		{"NoAddressHere", []GroupRead{read("az-d", 3, "10.0.5.0/24")}, nil},
+		{"NoSubnets", []GroupRead{read("az-b", 1)}, nil},
+		{"OwnSubnetLeftOut", []GroupRead{read("az-b", 1, "10.0.0.0/24", "10.0.2.0/24")},
+			[]datapath.SourceNAT{{Group: "az-b", To: netip.MustParseAddr("10.0.0.100"), Sources: prefixes("10.0.2.0/24")}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := SourceNATRules(tt.reads); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got  %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// subnetCloud is the fake EC2 with two pinned groups: each read says where the group's
+// Elastic IP goes on this node and, for the second group, which subnets its tables route.
+type subnetCloud struct {
+	*fakeCloud
+	mu      sync.Mutex
+	subnets []string
+}
+
+func (c *subnetCloud) Observe(ctx context.Context, g ec2.Group, self ec2.Self) (ec2.Observation, error) {
+	obs, err := c.fakeCloud.Observe(ctx, g, self)
+	have := []string{"10.0.0.10", "10.0.0.100"}
+	obs.Address = ec2.Address{ENIID: "eni-1", Index: g.AddressIndex, Want: have[g.AddressIndex], Have: have}
+	if g.AddressIndex > 0 {
+		c.mu.Lock()
+		obs.SubnetCIDRs = slices.Clone(c.subnets)
+		c.mu.Unlock()
+	}
+	return obs, err
+}
+
+// snatDatapath is a managed datapath that installs its source NAT rules when Ensure runs,
+// and reports itself stale in between, as datapath.Datapath does.
+type snatDatapath struct {
+	mu                       sync.Mutex
+	want, installed          []datapath.SourceNAT
+	ensures, updates, checks int
+}
+
+func (d *snatDatapath) SetSourceNAT(rules []datapath.SourceNAT) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.want = rules
+}
+
+func (d *snatDatapath) Ensure(ctx context.Context) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.ensures++
+	if !reflect.DeepEqual(d.want, d.installed) {
+		d.updates++
+	}
+	d.installed = d.want
+	return nil
+}
+
+func (d *snatDatapath) Check(ctx context.Context) datapath.Health {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.checks++
+	return datapath.Health{Healthy: true, Stale: !reflect.DeepEqual(d.want, d.installed)}
+}
+
+func (d *snatDatapath) installedRules() []datapath.SourceNAT {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.installed
+}
+
+// TestAgent_SourceNAT: the agent hands the managed datapath the second group's subnets and
+// private address from its reads of EC2, and the datapath's next check installs them; a
+// change of the subnets in EC2 follows at the next read.
+func TestAgent_SourceNAT(t *testing.T) {
+	cfg := loopConfig(200, time.Second)
+	cfg.Datapath.Manage = true
+	cfg.EC2.ReconcileInterval = 50 * time.Millisecond // the subnets' change is read soon
+	b := config.DefaultGroup("az-b")
+	b.Priority, b.ElasticIP = 200, "eipalloc-2"
+	cfg.Groups[0].Name = "az-a"
+	cfg.Groups = append(cfg.Groups, b)
+	cloud := &subnetCloud{fakeCloud: newFakeCloud("i-a", "rtb-1"), subnets: []string{"10.0.2.0/24"}}
+	dp := &snatDatapath{}
+	l := &loopAgent{cloud: cloud.fakeCloud, gossip: newFakeGossip(), log: &syncBuffer{}}
+	logger := hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: l.log})
+	a, err := New(cfg, ec2.Identity{InstanceID: "i-a", LocalIPv4: "127.0.0.1"},
+		Deps{Cloud: cloud, Membership: l.gossip, Health: dp, Version: "test"}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	l.Agent = a
+	t.Cleanup(func() {
+		l.kill()
+		if t.Failed() {
+			t.Logf("agent log:\n%s", l.log.String())
+		}
+	})
+
+	want := []datapath.SourceNAT{{Group: "az-b", To: netip.MustParseAddr("10.0.0.100"), Sources: []netip.Prefix{netip.MustParsePrefix("10.0.2.0/24")}}}
+	waitFor(t, "the source NAT rule installed", func() bool { return reflect.DeepEqual(dp.installedRules(), want) })
+	if !strings.Contains(l.log.String(), `group's traffic is source-NATed to its private address: group=az-b address=10.0.0.100 subnets=10.0.2.0/24`) {
+		t.Errorf("the log does not say which traffic is source-NATed:\n%s", l.log.String())
+	}
+
+	// Past the first checks, which repair anyway: from now on only a stale table is updated.
+	waitFor(t, "healthy checks", func() bool { dp.mu.Lock(); defer dp.mu.Unlock(); return dp.checks > 2*healthyChecksToRecover })
+	cloud.mu.Lock()
+	cloud.subnets = []string{"10.0.2.0/24", "10.0.3.0/24"}
+	cloud.mu.Unlock()
+	want[0].Sources = append(want[0].Sources, netip.MustParsePrefix("10.0.3.0/24"))
+	waitFor(t, "the new subnet installed", func() bool { return reflect.DeepEqual(dp.installedRules(), want) })
 }

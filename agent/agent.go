@@ -84,6 +84,8 @@ type Agent struct {
 	leave         *handover
 	publishedMeta *gossip.Meta // nil until the first publish
 	notes         announced
+	// snat are the source NAT rules last handed to the datapath (addresses.go).
+	snat []datapath.SourceNAT
 
 	ctx       context.Context
 	cancel    context.CancelFunc

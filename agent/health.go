@@ -79,7 +79,8 @@ func (a *Agent) checkAtStart(ctx context.Context) {
 }
 
 // check runs a datapath health check in the background; when the datapath is managed and
-// the last check failed, it is repaired first.
+// the last check failed, it is repaired first, and when the check finds the table only
+// stale (the wanted rules changed), it is brought up to date and checked again.
 func (a *Agent) check() {
 	if a.deps.Health == nil || a.health.checking {
 		return
@@ -95,6 +96,13 @@ func (a *Agent) check() {
 			}
 		}
 		h := a.deps.Health.Check(ctx)
+		if r, ok := a.deps.Health.(Repairer); ok && a.cfg.Datapath.Manage && h.Stale && ctx.Err() == nil {
+			// The wanted rules changed (source NAT, addresses.go): bring the table up to date.
+			if err := r.Ensure(ctx); err != nil && ctx.Err() == nil {
+				a.logger.Error("could not update the datapath", "error", err)
+			}
+			h = a.deps.Health.Check(ctx)
+		}
 		select {
 		case a.checked <- h:
 		case <-a.ctx.Done():

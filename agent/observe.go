@@ -191,6 +191,7 @@ func (a *Agent) onObserved(r observeResult) {
 		g.layout, g.layoutAt = l, r.obs.ReadAt
 	}
 	g.obs, g.observed, g.fresh = r.obs, true, true
+	a.noteSourceNAT()
 }
 
 // startupGrace is how long after start peers are given to join before this node acts on
