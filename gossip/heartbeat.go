@@ -2,7 +2,6 @@ package gossip
 
 import (
 	"fmt"
-	"net"
 	"time"
 )
 
@@ -11,7 +10,7 @@ import (
 // probes does. The agent's heartbeat to a group's owner is made of these: they come far more
 // often than memberlist's probes, which pick a random member each probe interval.
 func (g *Gossip) Heartbeat(name, addr string) error {
-	ua, err := net.ResolveUDPAddr("udp", addr)
+	ua, err := udpAddr(addr)
 	if err != nil {
 		return fmt.Errorf("heartbeat %s: resolve %s: %w", name, addr, err)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log"
 	"net"
+	"net/netip"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -105,14 +106,38 @@ func (t *transport) FinalAdvertiseAddr(ip string, port int) (net.IP, int, error)
 	return adv, port, nil
 }
 
-// WriteTo implements memberlist.Transport.
+// WriteTo implements memberlist.Transport. memberlist names peers by ip:port, which is
+// parsed without the resolver and sent without allocating; a host name still resolves.
 func (t *transport) WriteTo(b []byte, addr string) (time.Time, error) {
-	ua, err := net.ResolveUDPAddr("udp", addr)
+	ap, err := udpAddrPort(addr)
 	if err != nil {
 		return time.Time{}, err
 	}
-	_, err = t.udp.WriteTo(b, ua)
+	_, err = t.udp.WriteToUDPAddrPort(b, ap)
 	return time.Now(), err
+}
+
+// udpAddrPort is addr (ip:port, or host:port resolved) as an IPv4 address where it is one,
+// as the socket's family needs.
+func udpAddrPort(addr string) (netip.AddrPort, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		ua, rerr := net.ResolveUDPAddr("udp", addr)
+		if rerr != nil {
+			return netip.AddrPort{}, rerr
+		}
+		ap = ua.AddrPort()
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}
+
+// udpAddr is addr as a *net.UDPAddr, parsed without the resolver when it is ip:port.
+func udpAddr(addr string) (*net.UDPAddr, error) {
+	ap, err := udpAddrPort(addr)
+	if err != nil {
+		return nil, err
+	}
+	return net.UDPAddrFromAddrPort(ap), nil
 }
 
 // PacketCh implements memberlist.Transport.
