@@ -23,20 +23,24 @@ import (
 //
 //   - RSS: VmRSS of each process, sampled every 2 s; per agent the largest sample.
 //   - CPU: utime+stime of each process (all threads) over the window, in % of one core.
+//   - wakeups/s: the context switches of each process (all threads, voluntary and not) over
+//     the window: each is a thread of the agent put to sleep or taken off a CPU, so about
+//     one per wakeup of the agent.
 //   - gossip bytes/s per node: memberlist's own counters of the bytes it sent (UDP and TCP,
 //     after encryption, without IP/UDP/TCP headers; every byte one node sends another
 //     receives), read from the Prometheus endpoint of the last agent. The endpoint is off by default and costs memory, so only
 //     that agent has it and its RSS and CPU are left out of the figures; its goroutine
 //     count (go_goroutines, the endpoint's own few included) is printed.
 //
-// The binary is built as make dist builds it (CGO_ENABLED=0, -trimpath). With
+// The binary is built as make dist builds it (CGO_ENABLED=0, -trimpath, -ldflags "-s -w"). With
 // NATGANKER_FOOTPRINT_OUT=dir/base the table is also written to base.md (make bench).
 // NATGANKER_BENCH_BASELINE may name an earlier natganker-agent binary, built the same way:
 // for each n its cluster runs beside this build's and both are measured over the same
 // window, so that the load of a shared machine weighs on both alike. NATGANKER_FOOTPRINT_MEMBERS=2,4 chooses the member
-// counts. NATGANKER_FOOTPRINT_PPROF=dir makes the first agent of this build's
-// clusters write its profiles (NATGANKER_PPROF, cmd/natganker-agent/pprof.go) to dir
-// when the window ends.
+// counts. NATGANKER_FOOTPRINT_PPROF=dir makes the first two agents of this build's
+// clusters (the owner and the standby just below it) write their profiles (NATGANKER_PPROF,
+// cmd/natganker-agent/pprof.go) to dir when the window ends, as
+// dir/natganker-agent-<n>-owner.* and -standby.*.
 //
 //	NATGANKER_BENCH_BASELINE=<older binary> go test -run '^$' -bench Footprint -benchtime 1x -timeout 30m ./agent
 func BenchmarkFootprint(b *testing.B) {
@@ -60,8 +64,8 @@ func BenchmarkFootprint(b *testing.B) {
 		}
 	}
 	current := filepath.Join(b.TempDir(), "natganker-agent")
-	// Built as make dist builds the packages' binaries: static, no cgo.
-	build := exec.Command("go", "build", "-trimpath", "-o", current, "../cmd/natganker-agent")
+	// Built as make dist builds the packages' binaries: static, no cgo, stripped.
+	build := exec.Command("go", "build", "-trimpath", "-ldflags", "-s -w", "-o", current, "../cmd/natganker-agent")
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {
 		b.Fatalf("build the agent: %v\n%s", err, out)
@@ -86,13 +90,13 @@ func BenchmarkFootprint(b *testing.B) {
 			time.Sleep(15 * time.Second)
 			for i, f := range measureIdle(b, runs, window) {
 				bl := builds[i]
-				rows = append(rows, fmt.Sprintf("| %d | %s | %s | %s | %s | %s | %s | %s–%s | %.0f | %.0f | %.0f + %.0f |",
+				rows = append(rows, fmt.Sprintf("| %d | %s | %s | %s | %s | %s | %s | %s–%s | %.0f | %.0f | %.0f | %.0f + %.0f |",
 					n, bl.name, mb(median(f.rss)), mb(slices.Max(f.rss)), mb(median(f.anon)), mb(median(f.rss)-median(f.anon)),
-					pct(median(f.cpu)), pct(slices.Min(f.cpu)), pct(slices.Max(f.cpu)),
+					pct(median(f.cpu)), pct(slices.Min(f.cpu)), pct(slices.Max(f.cpu)), median(f.wakeups),
 					f.goroutines, f.sentUDP+f.sentTCP, f.sentUDP, f.sentTCP))
 				// Printed, not logged: the testing package keeps only 10 lines of a benchmark's log.
-				fmt.Printf("%d members, %s (%s): RSS per agent %v MB, CPU per agent %v %%, heap in use %.1f MB (instrumented agent)\n",
-					n, bl.name, bl.path, mbs(f.rss), pcts(f.cpu), f.heapInuse/(1<<20))
+				fmt.Printf("%d members, %s (%s): RSS per agent %v MB, CPU per agent %v %%, wakeups/s per agent %.0f, heap in use %.1f MB (instrumented agent)\n",
+					n, bl.name, bl.path, mbs(f.rss), pcts(f.cpu), f.wakeups, f.heapInuse/(1<<20))
 			}
 			for _, r := range runs {
 				r.stop()
@@ -101,8 +105,8 @@ func BenchmarkFootprint(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(0, "ns/op")
-	table := "| members | build | RSS median | RSS max | anon median | file (binary) | CPU median | CPU min–max | goroutines | gossip B/s/node | UDP + TCP |\n" +
-		"|---|---|---|---|---|---|---|---|---|---|---|\n" + strings.Join(rows, "\n") + "\n"
+	table := "| members | build | RSS median | RSS max | anon median | file (binary) | CPU median | CPU min–max | wakeups/s | goroutines | gossip B/s/node | UDP + TCP |\n" +
+		"|---|---|---|---|---|---|---|---|---|---|---|---|\n" + strings.Join(rows, "\n") + "\n"
 	fmt.Printf("idle footprint, window %s, RSS/CPU over the agents without the metrics endpoint:\n%s", window, table)
 	if base := os.Getenv("NATGANKER_FOOTPRINT_OUT"); base != "" {
 		var md strings.Builder
@@ -111,6 +115,7 @@ func BenchmarkFootprint(b *testing.B) {
 			"server, default profile and intervals, nothing changing, measured over %s once all had joined and "+
 			"settled for 15 s. RSS is VmRSS (median over the agents of each one's largest sample every 2 s), split "+
 			"into anonymous memory and the binary's pages; CPU is utime+stime over the window in %% of one core; "+
+			"wakeups/s are the context switches of all the agent's threads (median over the agents); "+
 			"gossip is what memberlist counted sending (UDP and TCP, encrypted, without IP headers). The last agent "+
 			"of each cluster serves /metrics for those counters and the goroutine count and is left out of RSS and CPU.\n\n", window)
 		for _, bl := range builds {
@@ -127,6 +132,7 @@ func BenchmarkFootprint(b *testing.B) {
 // core) per measured agent; the rest from the instrumented agent.
 type footprint struct {
 	rss, anon, cpu        []float64
+	wakeups               []float64 // context switches per second
 	goroutines, heapInuse float64
 	sentUDP, sentTCP      float64 // gossip bytes sent per second
 }
@@ -140,7 +146,7 @@ type idleCluster struct {
 }
 
 // startIdle starts n agents of bin and waits until the first owns the group and all see
-// each other. With profile, the first agent writes its profiles when
+// each other. With profile, the first two agents write their profiles when
 // NATGANKER_FOOTPRINT_PPROF asks (a baseline binary may predate NATGANKER_PPROF).
 func startIdle(b *testing.B, bin string, n int, profile bool) *idleCluster {
 	prios := make([]int, n)
@@ -177,8 +183,8 @@ func startIdle(b *testing.B, bin string, n int, profile bool) *idleCluster {
 		}
 		p := exec.Command(bin, "run", "-config", file)
 		p.Stdout, p.Stderr = logf, logf
-		if i == 0 && ic.profiling {
-			p.Env = append(os.Environ(), fmt.Sprintf("NATGANKER_PPROF=%s/%s-%d", profDir, filepath.Base(bin), n))
+		if i < 2 && ic.profiling {
+			p.Env = append(os.Environ(), fmt.Sprintf("NATGANKER_PPROF=%s/%s-%d-%s", profDir, filepath.Base(bin), n, []string{"owner", "standby"}[i]))
 		}
 		if err := p.Start(); err != nil {
 			b.Fatal(err)
@@ -211,10 +217,12 @@ func measureIdle(b *testing.B, runs []*idleCluster, window time.Duration) []foot
 	fs := make([]footprint, len(runs))
 	before := make([]map[string]float64, len(runs))
 	cpu0 := make([][]float64, len(runs))
+	switches0 := make([][]float64, len(runs))
 	for r, ic := range runs {
 		before[r] = scrapeSums(b, "http://"+ic.metricsAddr+"/metrics")
 		for _, p := range ic.procs[:len(ic.procs)-1] {
 			cpu0[r] = append(cpu0[r], cpuSeconds(b, p.Process.Pid))
+			switches0[r] = append(switches0[r], contextSwitches(b, p.Process.Pid))
 		}
 		fs[r].rss = make([]float64, len(cpu0[r]))
 		fs[r].anon = make([]float64, len(cpu0[r]))
@@ -235,6 +243,7 @@ func measureIdle(b *testing.B, runs []*idleCluster, window time.Duration) []foot
 		f := &fs[r]
 		for i, p := range ic.procs[:len(ic.procs)-1] {
 			f.cpu = append(f.cpu, 100*(cpuSeconds(b, p.Process.Pid)-cpu0[r][i])/took)
+			f.wakeups = append(f.wakeups, (contextSwitches(b, p.Process.Pid)-switches0[r][i])/took)
 		}
 		after := scrapeSums(b, "http://"+ic.metricsAddr+"/metrics")
 		const udp, tcp = `natganker_memberlist_sent_bytes_total{protocol="udp"}`, `natganker_memberlist_sent_bytes_total{protocol="tcp"}`
@@ -245,8 +254,10 @@ func measureIdle(b *testing.B, runs []*idleCluster, window time.Duration) []foot
 	}
 	for _, ic := range runs {
 		if ic.profiling {
-			ic.procs[0].Process.Signal(syscall.SIGTERM)
-			ic.c.waitLogged(0, `"profiles written"`, 1)
+			for i := range 2 {
+				ic.procs[i].Process.Signal(syscall.SIGTERM)
+				ic.c.waitLogged(i, `"profiles written"`, 1)
+			}
 		}
 	}
 	return fs
@@ -299,6 +310,30 @@ func cpuSeconds(b *testing.B, pid int) float64 {
 	stime, _ := strconv.ParseFloat(fields[12], 64)
 	const userHZ = 100 // the unit of /proc/*/stat times on Linux, whatever the kernel's HZ
 	return (utime + stime) / userHZ
+}
+
+// contextSwitches is how many times the threads of process pid have been switched out
+// (voluntarily, to wait, or not), counted over the threads alive now: a Go program keeps
+// its threads, so over a window the difference counts every switch.
+func contextSwitches(b *testing.B, pid int) float64 {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var n float64
+	for _, t := range tasks {
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		if err != nil {
+			continue // the thread has just ended
+		}
+		for _, line := range strings.Split(string(raw), "\n") {
+			if _, v, ok := strings.Cut(line, "ctxt_switches:"); ok {
+				c, _ := strconv.ParseFloat(strings.TrimSpace(v), 64)
+				n += c
+			}
+		}
+	}
+	return n
 }
 
 // rssBytes is process pid's resident set size, and the anonymous part of it: what is not
