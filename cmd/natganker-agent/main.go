@@ -167,6 +167,7 @@ Environment:
                     when -socket is not given (default %s)
   NATGANKER_PPROF   run: a path prefix; when told to stop, the agent writes its CPU, heap,
                     allocs and goroutine profiles to PREFIX.cpu, .heap, .allocs, .goroutine
+                    and the runtime's memory statistics to PREFIX.memstats
   GOGC              run: the garbage collector's target percentage (default 50, not Go's 100)
 
 Exit status: 0 success, 1 failure, 2 usage error.

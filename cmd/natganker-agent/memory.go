@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"runtime"
 	"runtime/debug"
 )
 
@@ -19,5 +20,18 @@ const idleGCPercent = 50
 func tuneGC() {
 	if os.Getenv("GOGC") == "" {
 		debug.SetGCPercent(idleGCPercent)
+	}
+}
+
+// tuneMemProfile turns the runtime's sampling of allocations off unless the agent is asked
+// for its profiles (pprofEnv). By default Go records the stack of one allocation in every
+// 512 KiB, and the first record maps a 1.4 MiB hash table of stacks, whose pages the
+// following records touch one by one: resident memory the agent never reads, and a stack
+// walk for nothing every second or so at an idle agent's rate of allocation. Set before
+// the configuration is read, so that little has been allocated before; the packages'
+// initialization before main is sampled still.
+func tuneMemProfile() {
+	if os.Getenv(pprofEnv) == "" {
+		runtime.MemProfileRate = 0
 	}
 }

@@ -12,9 +12,12 @@ import (
 // pprofEnv names a path prefix: when set, run profiles the agent and writes, when the stop
 // signal arrives (before the shutdown, so that they show the agent as it ran):
 // PREFIX.cpu (CPU profile from the end of start-up), PREFIX.heap (live heap after a GC),
-// PREFIX.allocs (every allocation since start) and PREFIX.goroutine (the goroutines, as
-// text). It is meant for measuring the agent (BenchmarkFootprint in agent/), not for
-// production: it opens no port and changes nothing else.
+// PREFIX.allocs (every allocation since start), PREFIX.goroutine (the goroutines, as
+// text) and PREFIX.memstats (the heap profile as text, which ends with runtime.MemStats:
+// where the memory the runtime holds goes, heap, stacks and its own structures). It is
+// meant for measuring the agent (BenchmarkFootprint in agent/), not for production: it
+// opens no port and changes nothing else but the sampling of allocations, which stays on
+// (memory.go).
 const pprofEnv = "NATGANKER_PPROF"
 
 // profiler writes the profiles pprofEnv asks for; the zero value (not asked) does nothing.
@@ -57,8 +60,11 @@ func (p *profiler) stop() {
 		p.logger.Error("write profile", "error", err)
 	}
 	runtime.GC() // the heap profile shows the state as of the latest GC
-	for _, name := range []string{"heap", "allocs", "goroutine"} {
-		if err := writeProfile(p.prefix+"."+name, name); err != nil {
+	for _, w := range []struct {
+		ext, name string
+		debug     int
+	}{{"heap", "heap", 0}, {"allocs", "allocs", 0}, {"goroutine", "goroutine", 1}, {"memstats", "heap", 1}} {
+		if err := writeProfile(p.prefix+"."+w.ext, w.name, w.debug); err != nil {
 			p.logger.Error("write profile", "error", err)
 		}
 	}
@@ -66,14 +72,12 @@ func (p *profiler) stop() {
 	p.prefix = ""
 }
 
-func writeProfile(path, name string) error {
+// writeProfile writes the profile called name to path; debug 0 is pprof's binary form, 1
+// text.
+func writeProfile(path, name string, debug int) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return fmt.Errorf("write %s profile: %w", name, err)
-	}
-	debug := 0
-	if name == "goroutine" {
-		debug = 1
 	}
 	if err := pprof.Lookup(name).WriteTo(f, debug); err != nil {
 		f.Close()

@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"testing"
@@ -15,7 +16,7 @@ func TestProfiler_WritesProfilesOnStop(t *testing.T) {
 	p := startProfiling(hclog.NewNullLogger())
 	p.stop()
 	p.stop() // a deferred stop after the explicit one changes nothing
-	for _, ext := range []string{"cpu", "heap", "allocs", "goroutine"} {
+	for _, ext := range []string{"cpu", "heap", "allocs", "goroutine", "memstats"} {
 		st, err := os.Stat(prefix + "." + ext)
 		if err != nil {
 			t.Fatalf("profile %s: %v", ext, err)
@@ -30,6 +31,13 @@ func TestProfiler_WritesProfilesOnStop(t *testing.T) {
 	}
 	if !strings.HasPrefix(string(g), "goroutine profile: total ") {
 		t.Errorf("goroutine profile is not the text form: %.60q", g)
+	}
+	m, err := os.ReadFile(prefix + ".memstats")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(m), "# runtime.MemStats") || !strings.Contains(string(m), "# Stack = ") {
+		t.Errorf("memstats does not hold the runtime's memory statistics: %.60q", m)
 	}
 }
 
@@ -55,5 +63,21 @@ func TestTuneGC(t *testing.T) {
 	tuneGC()
 	if got := debug.SetGCPercent(100); got != 100 {
 		t.Errorf("GOGC=100 in the environment: GC percent %d, want it left at 100", got)
+	}
+}
+
+func TestTuneMemProfile(t *testing.T) {
+	prev := runtime.MemProfileRate
+	t.Cleanup(func() { runtime.MemProfileRate = prev })
+	runtime.MemProfileRate = 512 * 1024
+	t.Setenv(pprofEnv, t.TempDir()+"/agent")
+	tuneMemProfile()
+	if runtime.MemProfileRate != 512*1024 {
+		t.Errorf("%s set: MemProfileRate %d, want it left at 512 KiB for the heap profile", pprofEnv, runtime.MemProfileRate)
+	}
+	t.Setenv(pprofEnv, "")
+	tuneMemProfile()
+	if runtime.MemProfileRate != 0 {
+		t.Errorf("%s unset: MemProfileRate %d, want 0", pprofEnv, runtime.MemProfileRate)
 	}
 }

@@ -106,6 +106,7 @@ func (c *RunCommand) Run(ctx context.Context, args []string) error {
 	if err := parseFlags(c.flags(), args); err != nil {
 		return printHelp(c.stdout, c.Usage(), err)
 	}
+	tuneMemProfile() // memory.go
 	cfg, err := config.Load(c.config)
 	if err != nil {
 		return fmt.Errorf("invalid configuration:\n%w", err)
