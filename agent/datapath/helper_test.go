@@ -322,3 +322,21 @@ func (l *lab) nftScript(script string) {
 		l.t.Fatalf("nft -f - <<%q: %v: %s", script, err, out)
 	}
 }
+
+// waitAccepted polls a listening helper until it has recorded at least n connections and
+// returns them all. It records each in its own goroutine after the handshake: a dial that
+// returned does not mean the connection is in the list yet.
+func (h *helper) waitAccepted(n int) []string {
+	h.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		accepted := h.do(helperRequest{Op: "accepted"}).Addrs
+		if len(accepted) >= n {
+			return accepted
+		}
+		if time.Now().After(deadline) {
+			h.t.Fatalf("the listener recorded %d connections within 5s, want %d: %v", len(accepted), n, accepted)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
+	}
+}

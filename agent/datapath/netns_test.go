@@ -245,7 +245,7 @@ func TestDatapath_EgressProbe(t *testing.T) {
 	if elapsed > 1200*time.Millisecond {
 		t.Errorf("first Check took %s, want at most ~1s", elapsed)
 	}
-	accepted := far.do(helperRequest{Op: "accepted"}).Addrs
+	accepted := far.waitAccepted(1)
 	if len(accepted) != 1 || !strings.HasPrefix(accepted[0], labPublicAddr+":") {
 		t.Errorf("listener saw connections from %v, want one from %s", accepted, labPublicAddr)
 	}
@@ -378,7 +378,7 @@ func TestDatapath_Traffic(t *testing.T) {
 	if r.Err != "" {
 		t.Fatalf("client cannot reach %s after Ensure: %s", target, r.Err)
 	}
-	accepted := far.do(helperRequest{Op: "accepted"}).Addrs
+	accepted := far.waitAccepted(1)
 	if len(accepted) != 1 || !strings.HasPrefix(accepted[0], labPublicAddr+":") {
 		t.Errorf("server saw %v, want one connection from the public address %s (client dialled from %v)",
 			accepted, labPublicAddr, r.Addrs)

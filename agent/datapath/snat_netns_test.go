@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 // The source NAT lab: the NAT namespace's public interface pub0 has the primary address
@@ -70,29 +69,18 @@ func (l *lab) addClient(ifname string, n int) string {
 }
 
 // seenFrom connects from a client to the far server and returns the source address the
-// server saw. The server records the connection in its own goroutine after the handshake:
-// poll until it is there.
+// server saw.
 func (l *snatLab) seenFrom(cli *helper) string {
 	l.t.Helper()
 	before := len(l.far.do(helperRequest{Op: "accepted"}).Addrs)
 	if r := cli.do(helperRequest{Op: "dial", Addr: snatTarget}); r.Err != "" {
 		l.t.Fatalf("dial %s: %s", snatTarget, r.Err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		accepted := l.far.do(helperRequest{Op: "accepted"}).Addrs
-		if len(accepted) > before {
-			host, _, err := net.SplitHostPort(accepted[before])
-			if err != nil {
-				l.t.Fatal(err)
-			}
-			return host
-		}
-		if time.Now().After(deadline) {
-			l.t.Fatalf("the server recorded no new connection within 5s (it has %v)", accepted)
-		}
-		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
+	host, _, err := net.SplitHostPort(l.far.waitAccepted(before + 1)[before])
+	if err != nil {
+		l.t.Fatal(err)
 	}
+	return host
 }
 
 // wantSources asserts where each subnet's traffic comes from.
