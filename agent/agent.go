@@ -312,7 +312,7 @@ func (a *Agent) run(ctx context.Context) {
 		a.evaluate()
 		a.report()
 		if a.flows != nil {
-			a.flows.owning.Store(a.ownsAny())
+			a.flows.setOwning(a.ownsAny())
 			a.guard()
 		}
 	}

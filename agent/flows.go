@@ -55,6 +55,9 @@ type flowSync struct {
 	badFrom   map[string]bool // senders whose messages could not be read, logged once
 	installed atomic.Uint64
 
+	// owningNow wakes run when this node starts owning a group: run sleeps while it owns
+	// none, with no ticker.
+	owningNow chan struct{}
 	// guardWant carries the guard's latest wanted state to guardLoop (holding or not);
 	// takeoverAt is when a peer last said it is taking a group from this node (unix ns).
 	guardWant  chan bool
@@ -80,7 +83,7 @@ func (a *Agent) startFlowSync() {
 		a.logger.Warn("connection sync is off: the kernel's connection tracking cannot be read over netlink (ctnetlink); established connections will break on a failover", "error", err)
 		return
 	}
-	s := &flowSync{src: a.deps.Flows, msg: msg, table: conntrack.NewTable(c.MaxFlows), badFrom: map[string]bool{}, guardWant: make(chan bool, 1)}
+	s := &flowSync{src: a.deps.Flows, msg: msg, table: conntrack.NewTable(c.MaxFlows), badFrom: map[string]bool{}, guardWant: make(chan bool, 1), owningNow: make(chan struct{}, 1)}
 	s.rep = conntrack.NewReplicator(a.id.InstanceID, msg.Send)
 	msg.OnMessage(func(b []byte) { s.receive(a, b) })
 	a.flows = s
@@ -173,6 +176,14 @@ func (s *flowSync) run(a *Agent) {
 				stopWatch = nil
 			}
 			clear(synced)
+			// Nothing to send until this node owns a group: no ticks meanwhile.
+			tick.Stop()
+			select {
+			case <-a.ctx.Done():
+				return
+			case <-s.owningNow:
+			}
+			tick.Reset(c.FlushInterval)
 			continue
 		}
 		if stopWatch == nil {
@@ -213,6 +224,16 @@ func (s *flowSync) run(a *Agent) {
 // takeoverNoticeHold is how long after a peer said it is taking a group from this node the
 // guard stays on here at least, unless this node's own claim succeeds after it.
 const takeoverNoticeHold = time.Second
+
+// setOwning records whether this node owns a group, and wakes run when it starts to.
+func (s *flowSync) setOwning(owning bool) {
+	if was := s.owning.Swap(owning); owning && !was {
+		select {
+		case s.owningNow <- struct{}{}:
+		default:
+		}
+	}
+}
 
 // setGuard asks guardLoop for a state of the guard; the latest request wins.
 func (s *flowSync) setGuard(holding bool) {
