@@ -31,6 +31,9 @@ type FlowSource interface {
 	// leaving a node that does not hold it (conntrack.Guard); RemoveGuard takes it away.
 	Hold(holding bool) error
 	RemoveGuard() error
+	// EIPSeen reports whether a packet of a guarded connection came in since the guard last
+	// stopped holding: the Elastic IP reaches this node.
+	EIPSeen() (bool, error)
 }
 
 // Messenger sends and receives messages between members, sealed with the cluster key;
@@ -221,6 +224,13 @@ func (s *flowSync) run(a *Agent) {
 	}
 }
 
+// guardPoll is how often guardLoop looks for a packet of a guarded connection while it waits
+// for the Elastic IP to reach this node, at most guardSettleMax.
+const (
+	guardPoll      = 10 * time.Millisecond
+	guardSettleMax = 3 * time.Second
+)
+
 // takeoverNoticeHold is how long after a peer said it is taking a group from this node the
 // guard stays on here at least, unless this node's own claim succeeds after it.
 const takeoverNoticeHold = time.Second
@@ -245,29 +255,83 @@ func (s *flowSync) setGuard(holding bool) {
 }
 
 // guardLoop applies the guard's wanted state, off the run loop, and removes the guard when
-// the agent stops.
+// the agent stops. Going from not holding to holding, it waits until a packet of a guarded
+// connection has come in (the gateway forwards the Elastic IP here now), at most
+// guardSettleMax: EC2 accepting the calls does not mean the address already reaches this node.
 func (s *flowSync) guardLoop(a *Agent) {
 	defer func() {
 		if err := s.src.RemoveGuard(); err != nil {
 			a.logger.Warn("connection sync: removing the connection guard failed", "table", "ip "+conntrack.GuardTable, "error", err)
 		}
 	}()
-	var failing bool
+	var (
+		failing bool
+		set     bool // the guard was set at least once
+		holding bool // as last set
+	)
+	apply := func(want bool) {
+		err := s.src.Hold(want)
+		switch {
+		case err != nil && !failing:
+			a.logger.Warn("connection sync: the connection guard could not be set; connections may be reset during an ownership move", "holding", want, "error", err)
+		case err == nil && failing:
+			a.logger.Info("connection sync: the connection guard is set again", "holding", want)
+		}
+		failing = err != nil
+		if err == nil {
+			set, holding = true, want
+		}
+	}
 	for {
+		var want bool
 		select {
 		case <-a.ctx.Done():
 			return
-		case holding := <-s.guardWant:
-			err := s.src.Hold(holding)
-			switch {
-			case err != nil && !failing:
-				a.logger.Warn("connection sync: the connection guard could not be set; connections may be reset during an ownership move", "holding", holding, "error", err)
-			case err == nil && failing:
-				a.logger.Info("connection sync: the connection guard is set again", "holding", holding)
+		case want = <-s.guardWant:
+		}
+		if !want || !set || holding {
+			apply(want)
+			continue
+		}
+		// Not holding until now: wait for the Elastic IP to reach this node.
+		started := time.Now()
+		seen, still := s.waitEIP(a)
+		switch {
+		case a.ctx.Err() != nil:
+			return
+		case !still:
+			apply(false)
+			continue
+		case !seen:
+			a.logger.Info("connection sync: no packet of a taken-over connection came in; letting them through anyway", "waited", guardSettleMax.String())
+		default:
+			a.logger.Debug("connection sync: the Elastic IP reaches this node; connections let through", "after", time.Since(started).String())
+		}
+		apply(true)
+	}
+}
+
+// waitEIP waits, at most guardSettleMax, until a packet of a guarded connection has come in.
+// still is false when holding was withdrawn meanwhile, or the agent stops.
+func (s *flowSync) waitEIP(a *Agent) (seen, still bool) {
+	started := time.Now()
+	tick := time.NewTicker(guardPoll)
+	defer tick.Stop()
+	for time.Since(started) < guardSettleMax {
+		if ok, err := s.src.EIPSeen(); err == nil && ok {
+			return true, true
+		}
+		select {
+		case <-a.ctx.Done():
+			return false, false
+		case w := <-s.guardWant:
+			if !w {
+				return false, false
 			}
-			failing = err != nil
+		case <-tick.C:
 		}
 	}
+	return false, true
 }
 
 // guard tells guardLoop whether this node holds an Elastic IP, once every group has been

@@ -78,6 +78,8 @@ func (f *fakeFlows) Hold(holding bool) error {
 
 func (f *fakeFlows) RemoveGuard() error { return nil }
 
+func (f *fakeFlows) EIPSeen() (bool, error) { return true, nil }
+
 // lastHold is the guard's last state, and whether it was ever set.
 func (f *fakeFlows) lastHold() (holding, set bool) {
 	f.mu.Lock()

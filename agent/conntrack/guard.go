@@ -22,10 +22,15 @@ import (
 //
 // Flows are told apart by a bit of the connection mark: set on every TCP flow this node starts
 // while it holds the Elastic IP, and on every flow it installs from a former owner. While this
-// node does not hold it, the guard drops forwarded TCP packets of marked flows and of flows
-// picked up mid-stream (a first packet that is not a SYN: a connection this node never saw,
-// which the server knows by another address). New connections pass unmarked: the server sees
-// them from this node's own public address throughout.
+// node does not hold it, the guard drops forwarded TCP packets of marked flows going out (the
+// original direction) and of flows picked up mid-stream (a first packet that is not a SYN: a
+// connection this node never saw, which the server knows by another address). New connections
+// pass unmarked: the server sees them from this node's own public address throughout.
+//
+// EC2 accepting the calls does not mean the gateway already maps the Elastic IP here: the
+// route may reach the new NAT before the address does. A TCP packet of a marked flow coming in
+// (the reply direction) can only have come through the Elastic IP, since none went out from
+// here; the guard counts them, and the agent lifts the guard once one has arrived (EIPSeen).
 
 // FlowMark is the connection-mark bit of a flow that belongs to the Elastic IP.
 const FlowMark uint32 = 1 << 30
@@ -111,7 +116,8 @@ func (g *Guard) conn() (*nftables.Conn, error) {
 //
 // and otherwise
 //
-//	meta l4proto tcp ct mark & FlowMark == FlowMark drop
+//	meta l4proto tcp ct direction reply ct mark & FlowMark == FlowMark counter
+//	meta l4proto tcp ct direction original ct mark & FlowMark == FlowMark drop
 //	meta l4proto tcp ct state new tcp flags & (syn | ack) != syn drop
 func guardRules(holding bool) [][]expr.Any {
 	tcp := []expr.Any{
@@ -152,5 +158,49 @@ func guardRules(holding bool) [][]expr.Any {
 		&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 1, Mask: []byte{0x12}, Xor: []byte{0}}, // syn | ack
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: []byte{0x02}},
 	}
-	return [][]expr.Any{join(tcp, marked, drop), join(tcp, stateNew, midStream, drop)}
+	direction := func(d uint8) []expr.Any {
+		return []expr.Any{
+			&expr.Ct{Key: expr.CtKeyDIRECTION, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{d}},
+		}
+	}
+	counter := []expr.Any{&expr.Counter{}}
+	return [][]expr.Any{
+		join(tcp, direction(ctDirReply), marked, counter),
+		join(tcp, direction(ctDirOriginal), marked, drop),
+		join(tcp, stateNew, midStream, drop),
+	}
+}
+
+// Conntrack directions (IP_CT_DIR_ORIGINAL, IP_CT_DIR_REPLY).
+const (
+	ctDirOriginal = 0
+	ctDirReply    = 1
+)
+
+// EIPSeen reports whether, since the guard last stopped holding, a TCP packet of a marked flow
+// came in: the Elastic IP reaches this node.
+func (g *Guard) EIPSeen() (bool, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.applied || g.holding {
+		return false, nil
+	}
+	c, err := g.conn()
+	if err != nil {
+		return false, err
+	}
+	t := &nftables.Table{Name: GuardTable, Family: nftables.TableFamilyIPv4}
+	rules, err := c.GetRules(t, &nftables.Chain{Name: "forward", Table: t})
+	if err != nil {
+		return false, fmt.Errorf("read table ip %s: %w", GuardTable, err)
+	}
+	for _, r := range rules {
+		for _, e := range r.Exprs {
+			if ctr, ok := e.(*expr.Counter); ok && ctr.Packets > 0 {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
 }

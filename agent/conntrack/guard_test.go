@@ -23,7 +23,8 @@ func TestGuard_Rules(t *testing.T) {
 	g := &Guard{NetNS: fd}
 	holdingRule := `meta l4proto tcp ct state new ct mark set ct mark | 0x40000000`
 	notHolding := []string{
-		`meta l4proto tcp ct mark & 0x40000000 != 0x00000000 drop`,
+		`meta l4proto tcp ct direction reply ct mark & 0x40000000 != 0x00000000 counter packets 0 bytes 0`,
+		`meta l4proto tcp ct direction original ct mark & 0x40000000 != 0x00000000 drop`,
 		`ct state new tcp flags != syn / syn,ack drop`, // nft prints the l4proto match as the dependency of tcp flags
 	}
 	for _, step := range []struct {

@@ -23,6 +23,10 @@ type Kernel struct {
 // Hold makes the guard's rules say whether this node holds the Elastic IP (see Guard).
 func (k *Kernel) Hold(holding bool) error { return k.guard.Set(holding) }
 
+// EIPSeen reports whether a packet of a guarded connection came in since the guard last
+// stopped holding (see Guard.EIPSeen).
+func (k *Kernel) EIPSeen() (bool, error) { return k.guard.EIPSeen() }
+
 // RemoveGuard removes the guard's rules.
 func (k *Kernel) RemoveGuard() error { return k.guard.Remove() }
 
