@@ -45,6 +45,22 @@ func startPair(ctx context.Context, t *testing.T, agentBin string, failbackDelay
 // the test's.
 func startLab(ctx context.Context, t *testing.T, o lab.Options) *pair {
 	t.Helper()
+	l := upAgents(ctx, t, o)
+	if _, err := l.WaitOwner(ctx, lab.Nat1, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	p := &pair{Lab: l, w: l.World()}
+	for _, h := range []string{lab.Nat1, lab.Nat2} {
+		waitEC2Owner(ctx, t, l, h, p.id(lab.Nat1), 30*time.Second)
+	}
+	return p
+}
+
+// upAgents builds a lab with o (its directory, timeline and logger the test's) and starts the
+// agents on every NAT; the timeline and the agents' logs are printed when the test fails (or
+// runs verbose), and the lab is removed at the end.
+func upAgents(ctx context.Context, t *testing.T, o lab.Options) *lab.Lab {
+	t.Helper()
 	tl := lab.NewTimeline(nil, time.Now())
 	o.Dir, o.Timeline = t.TempDir(), tl
 	o.Logger = hclog.New(&hclog.LoggerOptions{Name: "lab", Level: hclog.Warn, Output: testWriter{t}})
@@ -54,7 +70,7 @@ func startLab(ctx context.Context, t *testing.T, o lab.Options) *pair {
 			var b strings.Builder
 			tl.Print(&b, time.Time{}, time.Time{})
 			t.Logf("lab timeline:\n%s", b.String())
-			for _, h := range []string{lab.Nat1, lab.Nat2} {
+			for _, h := range l.NATs() {
 				if log, err := os.ReadFile(agentLogPath(l, h)); err == nil {
 					t.Logf("agent %s log (tail):\n%s", h, tail(string(log), 60))
 				}
@@ -70,14 +86,7 @@ func startLab(ctx context.Context, t *testing.T, o lab.Options) *pair {
 	if err := l.StartMechanism(ctx, lab.Natganker, time.Minute); err != nil {
 		t.Fatalf("start agents: %v", err)
 	}
-	if _, err := l.WaitOwner(ctx, lab.Nat1, 30*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	p := &pair{Lab: l, w: l.World()}
-	for _, h := range []string{lab.Nat1, lab.Nat2} {
-		waitEC2Owner(ctx, t, l, h, p.id(lab.Nat1), 30*time.Second)
-	}
-	return p
+	return l
 }
 
 // id returns the instance id of a lab host.

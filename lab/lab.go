@@ -174,22 +174,8 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 	}
 	l.tl.Add(time.Now(), "moto", "seeded %s: nat1 %s, nat2 %s, EIP %s (%s) on nat1, %d route table(s) → nat1",
 		l.world.VPCID, l.world.Instances[Nat1].ID, l.world.Instances[Nat2].ID, l.world.AllocationID, l.world.PublicIP, len(l.world.Tables()))
-	for _, h := range []string{Nat1, Nat2} {
-		in := l.world.Instances[h]
-		if in.MAC != "" {
-			if err := nsIP(ctx, NS(h), "link", "set", "priv0", "address", in.MAC); err != nil {
-				return err
-			}
-		}
-		if err := l.StartIMDS(ctx, h); err != nil {
-			return err
-		}
-	}
-	if _, err := l.startHelper(ctx, Inet, "serve", nil); err != nil {
+	if err := l.startServices(ctx, "priv0"); err != nil {
 		return err
-	}
-	if err := waitListening(ctx, NS(Inet), fmt.Sprintf("%s:%d", InetIP, TCPEchoPort), nil); err != nil {
-		return fmt.Errorf("wait for inet services: %w", err)
 	}
 	rctx, cancel := context.WithCancel(context.Background())
 	l.cancel = cancel
@@ -203,6 +189,28 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 		return err
 	}
 	l.logger.Info("lab up", "took", time.Since(start).Round(time.Millisecond), "dir", l.opts.Dir)
+	return nil
+}
+
+// startServices gives each NAT's dev the MAC moto knows its interface by, starts each NAT's
+// metadata mock and inet's services, and waits until they listen.
+func (l *Lab) startServices(ctx context.Context, dev string) error {
+	for _, h := range l.NATs() {
+		if in := l.world.Instances[h]; in.MAC != "" {
+			if err := nsIP(ctx, NS(h), "link", "set", dev, "address", in.MAC); err != nil {
+				return err
+			}
+		}
+		if err := l.StartIMDS(ctx, h); err != nil {
+			return err
+		}
+	}
+	if _, err := l.startHelper(ctx, Inet, "serve", nil); err != nil {
+		return err
+	}
+	if err := waitListening(ctx, NS(Inet), fmt.Sprintf("%s:%d", InetIP, TCPEchoPort), nil); err != nil {
+		return fmt.Errorf("wait for inet services: %w", err)
+	}
 	return nil
 }
 

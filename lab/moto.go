@@ -123,24 +123,9 @@ func seed(ctx context.Context, c *ec2.Client, extraTables int) (World, error) {
 		return w, err
 	}
 	for _, h := range []string{Nat1, Nat2} {
-		out, err := c.RunInstances(ctx, &ec2.RunInstancesInput{
-			ImageId: aws.String("ami-12c6146b"), MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
-			InstanceType: ec2types.InstanceTypeT3Micro, SubnetId: aws.String(w.PublicSubnet),
-			PrivateIpAddress: aws.String(natIP(h)),
-			TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeInstance,
-				Tags: []ec2types.Tag{{Key: aws.String("Name"), Value: aws.String("lab-" + h)}}}},
-		})
+		inst, err := runNAT(ctx, c, w.PublicSubnet, h, natIP(h))
 		if err != nil {
-			return w, fmt.Errorf("run instance %s: %w", h, err)
-		}
-		in := out.Instances[0]
-		inst := Instance{Host: h, ID: *in.InstanceId, PrivateIP: aws.ToString(in.PrivateIpAddress), SubnetID: w.PublicSubnet}
-		if len(in.NetworkInterfaces) > 0 {
-			inst.ENI = aws.ToString(in.NetworkInterfaces[0].NetworkInterfaceId)
-			inst.MAC = aws.ToString(in.NetworkInterfaces[0].MacAddress)
-		}
-		if inst.PrivateIP != natIP(h) {
-			return w, fmt.Errorf("run instance %s: moto gave %s, want %s", h, inst.PrivateIP, natIP(h))
+			return w, err
 		}
 		w.Instances[h] = inst
 	}
@@ -187,6 +172,30 @@ func seed(ctx context.Context, c *ec2.Client, extraTables int) (World, error) {
 		return w, fmt.Errorf("associate %s with nat1: %w", w.AllocationID, err)
 	}
 	return w, nil
+}
+
+// runNAT launches lab host's instance in subnet at address ip.
+func runNAT(ctx context.Context, c *ec2.Client, subnet, host, ip string) (Instance, error) {
+	out, err := c.RunInstances(ctx, &ec2.RunInstancesInput{
+		ImageId: aws.String("ami-12c6146b"), MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
+		InstanceType: ec2types.InstanceTypeT3Micro, SubnetId: aws.String(subnet),
+		PrivateIpAddress: aws.String(ip),
+		TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeInstance,
+			Tags: []ec2types.Tag{{Key: aws.String("Name"), Value: aws.String("lab-" + host)}}}},
+	})
+	if err != nil {
+		return Instance{}, fmt.Errorf("run instance %s: %w", host, err)
+	}
+	in := out.Instances[0]
+	inst := Instance{Host: host, ID: *in.InstanceId, PrivateIP: aws.ToString(in.PrivateIpAddress), SubnetID: subnet}
+	if len(in.NetworkInterfaces) > 0 {
+		inst.ENI = aws.ToString(in.NetworkInterfaces[0].NetworkInterfaceId)
+		inst.MAC = aws.ToString(in.NetworkInterfaces[0].MacAddress)
+	}
+	if inst.PrivateIP != ip || inst.ENI == "" {
+		return inst, fmt.Errorf("run instance %s: moto gave %s on %q, want %s", host, inst.PrivateIP, inst.ENI, ip)
+	}
+	return inst, nil
 }
 
 // Snapshot is what moto says at one moment about the lab's failover state.

@@ -83,81 +83,35 @@ func natPublic(host string) string {
 const rootLink = Prefix + "root"
 
 // buildTopology creates the namespaces, the three bridges in the switch namespace (private
-// subnet, public subnet, internet) and every host's links. A host is killed by taking its own interfaces down, so the switch keeps
-// carrier towards the survivor, as a real VPC does.
+// subnet, public subnet, internet) and every host's links. A host is killed by taking its own
+// interfaces down, so the switch keeps carrier towards the survivor, as a real VPC does.
 func buildTopology(ctx context.Context) error {
-	sw := NS(swtch)
-	for _, h := range []string{swtch, Nat1, Nat2, Client, Inet, IGW} {
-		if err := ip(ctx, "netns", "add", NS(h)); err != nil {
-			return fmt.Errorf("create namespace %s: %w", h, err)
-		}
-		if err := nsIP(ctx, NS(h), "link", "set", "lo", "up"); err != nil {
-			return err
-		}
-		if err := sysctl(ctx, NS(h), "net.ipv6.conf.all.disable_ipv6", "1"); err != nil {
-			return err
-		}
-		if err := sysctl(ctx, NS(h), "net.ipv6.conf.default.disable_ipv6", "1"); err != nil {
-			return err
-		}
+	if err := addHosts(ctx, swtch, Nat1, Nat2, Client, Inet, IGW); err != nil {
+		return err
 	}
-	for _, br := range []string{"brpriv", "brpub", "brinet"} {
-		if err := nsIP(ctx, sw, "link", "add", br, "type", "bridge", "stp_state", "0", "forward_delay", "0"); err != nil {
-			return fmt.Errorf("create bridge %s: %w", br, err)
-		}
-		if err := nsIP(ctx, sw, "link", "set", br, "up"); err != nil {
-			return err
-		}
+	if err := addBridges(ctx, "brpriv", "brpub", "brinet"); err != nil {
+		return err
 	}
-	// port connects interface dev in host's namespace to bridge br.
-	port := func(host, dev, br, swPort string) error {
-		if err := ip(ctx, "link", "add", swPort, "netns", sw, "type", "veth", "peer", "name", dev, "netns", NS(host)); err != nil {
-			return fmt.Errorf("connect %s to %s: %w", host, br, err)
-		}
-		if err := nsIP(ctx, sw, "link", "set", swPort, "master", br, "up"); err != nil {
+	for _, w := range []wire{
+		{Nat1, "priv0", "brpriv", "nat1-priv", []string{Nat1IP}},
+		{Nat1, "pub0", "brpub", "nat1-pub", []string{Nat1PubIP}},
+		{Nat2, "priv0", "brpriv", "nat2-priv", []string{Nat2IP}},
+		{Nat2, "pub0", "brpub", "nat2-pub", []string{Nat2PubIP}},
+		{Client, "eth0", "brpriv", "client-priv", []string{ClientIP}},
+		{IGW, "pub0", "brpub", "igw-pub", []string{IGWSubnetIP}},
+		{IGW, "inet0", "brinet", "igw-inet", []string{IGWInetIP}},
+		{Inet, "eth0", "brinet", "inet-pub", []string{InetIP}},
+	} {
+		if err := connect(ctx, w); err != nil {
 			return err
-		}
-		return nsIP(ctx, NS(host), "link", "set", dev, "up")
-	}
-	steps := []struct{ host, dev, br, swPort, addr string }{
-		{Nat1, "priv0", "brpriv", "nat1-priv", Nat1IP + "/24"},
-		{Nat1, "pub0", "brpub", "nat1-pub", Nat1PubIP + "/24"},
-		{Nat2, "priv0", "brpriv", "nat2-priv", Nat2IP + "/24"},
-		{Nat2, "pub0", "brpub", "nat2-pub", Nat2PubIP + "/24"},
-		{Client, "eth0", "brpriv", "client-priv", ClientIP + "/24"},
-		{IGW, "pub0", "brpub", "igw-pub", IGWSubnetIP + "/24"},
-		{IGW, "inet0", "brinet", "igw-inet", fmt.Sprintf("%s/%d", IGWInetIP, PublicPrefix)},
-		{Inet, "eth0", "brinet", "inet-pub", fmt.Sprintf("%s/%d", InetIP, PublicPrefix)},
-	}
-	for _, s := range steps {
-		if err := port(s.host, s.dev, s.br, s.swPort); err != nil {
-			return err
-		}
-		if s.addr != "" {
-			if err := nsIP(ctx, NS(s.host), "addr", "add", s.addr, "dev", s.dev); err != nil {
-				return err
-			}
 		}
 	}
 	// The root namespace joins the private segment as the EC2 endpoint.
-	if err := ip(ctx, "link", "add", rootLink, "type", "veth", "peer", "name", "root-priv", "netns", sw); err != nil {
-		return fmt.Errorf("connect root namespace: %w", err)
-	}
-	if err := nsIP(ctx, sw, "link", "set", "root-priv", "master", "brpriv", "up"); err != nil {
-		return err
-	}
-	if err := ip(ctx, "addr", "add", EndpointIP+"/24", "dev", rootLink); err != nil {
-		return err
-	}
-	if err := ip(ctx, "link", "set", rootLink, "up"); err != nil {
+	if err := connectRoot(ctx, "brpriv"); err != nil {
 		return err
 	}
 	for _, nat := range []string{Nat1, Nat2} {
-		// The metadata service lives at the link-local address inside each NAT.
-		if err := nsIP(ctx, NS(nat), "addr", "add", IMDSIP+"/32", "dev", "lo"); err != nil {
-			return err
-		}
-		if err := sysctl(ctx, NS(nat), "net.ipv4.conf.all.rp_filter", "0"); err != nil {
+		if err := natBasics(ctx, nat); err != nil {
 			return err
 		}
 		if err := natDefaultRoute(ctx, nat); err != nil {
@@ -173,6 +127,88 @@ func buildTopology(ctx context.Context) error {
 	}
 	// Until the stand-in sees the route table, the client has no way out.
 	return nsIP(ctx, NS(Client), "route", "replace", "unreachable", "default")
+}
+
+// addHosts creates a namespace per host, with loopback up and IPv6 off.
+func addHosts(ctx context.Context, hosts ...string) error {
+	for _, h := range hosts {
+		if err := ip(ctx, "netns", "add", NS(h)); err != nil {
+			return fmt.Errorf("create namespace %s: %w", h, err)
+		}
+		if err := nsIP(ctx, NS(h), "link", "set", "lo", "up"); err != nil {
+			return err
+		}
+		for _, k := range []string{"net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"} {
+			if err := sysctl(ctx, NS(h), k, "1"); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// addBridges creates bridges in the switch namespace.
+func addBridges(ctx context.Context, bridges ...string) error {
+	sw := NS(swtch)
+	for _, br := range bridges {
+		if err := nsIP(ctx, sw, "link", "add", br, "type", "bridge", "stp_state", "0", "forward_delay", "0"); err != nil {
+			return fmt.Errorf("create bridge %s: %w", br, err)
+		}
+		if err := nsIP(ctx, sw, "link", "set", br, "up"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// wire is one host interface on a bridge: dev in host's namespace, swPort its peer on br in
+// the switch namespace, with addresses (/24 each).
+type wire struct {
+	host, dev, br, swPort string
+	addrs                 []string
+}
+
+// connect creates w's veth pair, puts it on its bridge and gives the host's end its addresses.
+func connect(ctx context.Context, w wire) error {
+	sw := NS(swtch)
+	if err := ip(ctx, "link", "add", w.swPort, "netns", sw, "type", "veth", "peer", "name", w.dev, "netns", NS(w.host)); err != nil {
+		return fmt.Errorf("connect %s to %s: %w", w.host, w.br, err)
+	}
+	if err := nsIP(ctx, sw, "link", "set", w.swPort, "master", w.br, "up"); err != nil {
+		return err
+	}
+	if err := nsIP(ctx, NS(w.host), "link", "set", w.dev, "up"); err != nil {
+		return err
+	}
+	for _, a := range w.addrs {
+		if err := nsIP(ctx, NS(w.host), "addr", "add", fmt.Sprintf("%s/%d", a, PublicPrefix), "dev", w.dev); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// connectRoot puts the root namespace on bridge br at EndpointIP, as the EC2 endpoint.
+func connectRoot(ctx context.Context, br string) error {
+	if err := ip(ctx, "link", "add", rootLink, "type", "veth", "peer", "name", "root-port", "netns", NS(swtch)); err != nil {
+		return fmt.Errorf("connect root namespace: %w", err)
+	}
+	if err := nsIP(ctx, NS(swtch), "link", "set", "root-port", "master", br, "up"); err != nil {
+		return err
+	}
+	if err := ip(ctx, "addr", "add", EndpointIP+"/24", "dev", rootLink); err != nil {
+		return err
+	}
+	return ip(ctx, "link", "set", rootLink, "up")
+}
+
+// natBasics gives a NAT the metadata service's link-local address and turns reverse-path
+// filtering off.
+func natBasics(ctx context.Context, nat string) error {
+	if err := nsIP(ctx, NS(nat), "addr", "add", IMDSIP+"/32", "dev", "lo"); err != nil {
+		return err
+	}
+	return sysctl(ctx, NS(nat), "net.ipv4.conf.all.rp_filter", "0")
 }
 
 // RemoveAll deletes every namespace and root-namespace link whose name starts with Prefix,

@@ -99,74 +99,32 @@ type ZoneWorld struct {
 // buildZonesTopology creates the zones lab's namespaces: the three NATs, the two clients,
 // the internet gateway and the internet on the VPC bridge and the internet bridge.
 func buildZonesTopology(ctx context.Context) error {
-	sw := NS(swtch)
-	hosts := append(slices.Clone(ZoneNATs), ClientA, ClientB, IGW, Inet, swtch)
-	for _, h := range hosts {
-		if err := ip(ctx, "netns", "add", NS(h)); err != nil {
-			return fmt.Errorf("create namespace %s: %w", h, err)
-		}
-		if err := nsIP(ctx, NS(h), "link", "set", "lo", "up"); err != nil {
-			return err
-		}
-		if err := sysctl(ctx, NS(h), "net.ipv6.conf.all.disable_ipv6", "1"); err != nil {
-			return err
-		}
-	}
-	for _, br := range []string{"brvpc", "brinet"} {
-		if err := nsIP(ctx, sw, "link", "add", br, "type", "bridge", "stp_state", "0", "forward_delay", "0"); err != nil {
-			return fmt.Errorf("create bridge %s: %w", br, err)
-		}
-		if err := nsIP(ctx, sw, "link", "set", br, "up"); err != nil {
-			return err
-		}
-	}
-	type link struct{ host, dev, br, swPort string }
-	steps := []struct {
-		link
-		addrs []string
-	}{
-		{link{Nat1, "eth0", "brvpc", "nat1-vpc"}, []string{zoneNatIP(Nat1), zoneNatIP2(Nat1)}},
-		{link{Nat2, "eth0", "brvpc", "nat2-vpc"}, []string{zoneNatIP(Nat2), zoneNatIP2(Nat2)}},
-		{link{Nat3, "eth0", "brvpc", "nat3-vpc"}, []string{zoneNatIP(Nat3), zoneNatIP2(Nat3)}},
-		{link{ClientA, "eth0", "brvpc", "clienta-vpc"}, []string{ClientAIP}},
-		{link{ClientB, "eth0", "brvpc", "clientb-vpc"}, []string{ClientBIP}},
-		{link{IGW, "pub0", "brvpc", "igw-vpc"}, []string{zonesGateway}},
-		{link{IGW, "inet0", "brinet", "igw-inet"}, []string{IGWInetIP}},
-		{link{Inet, "eth0", "brinet", "inet-pub"}, []string{InetIP}},
-	}
-	for _, s := range steps {
-		if err := ip(ctx, "link", "add", s.swPort, "netns", sw, "type", "veth", "peer", "name", s.dev, "netns", NS(s.host)); err != nil {
-			return fmt.Errorf("connect %s to %s: %w", s.host, s.br, err)
-		}
-		if err := nsIP(ctx, sw, "link", "set", s.swPort, "master", s.br, "up"); err != nil {
-			return err
-		}
-		if err := nsIP(ctx, NS(s.host), "link", "set", s.dev, "up"); err != nil {
-			return err
-		}
-		for _, a := range s.addrs {
-			if err := nsIP(ctx, NS(s.host), "addr", "add", a+"/24", "dev", s.dev); err != nil {
-				return err
-			}
-		}
-	}
-	if err := ip(ctx, "link", "add", rootLink, "type", "veth", "peer", "name", "root-vpc", "netns", sw); err != nil {
-		return fmt.Errorf("connect root namespace: %w", err)
-	}
-	if err := nsIP(ctx, sw, "link", "set", "root-vpc", "master", "brvpc", "up"); err != nil {
+	if err := addHosts(ctx, append(slices.Clone(ZoneNATs), ClientA, ClientB, IGW, Inet, swtch)...); err != nil {
 		return err
 	}
-	if err := ip(ctx, "addr", "add", EndpointIP+"/24", "dev", rootLink); err != nil {
+	if err := addBridges(ctx, "brvpc", "brinet"); err != nil {
 		return err
 	}
-	if err := ip(ctx, "link", "set", rootLink, "up"); err != nil {
+	wires := []wire{
+		{ClientA, "eth0", "brvpc", "clienta-vpc", []string{ClientAIP}},
+		{ClientB, "eth0", "brvpc", "clientb-vpc", []string{ClientBIP}},
+		{IGW, "pub0", "brvpc", "igw-vpc", []string{zonesGateway}},
+		{IGW, "inet0", "brinet", "igw-inet", []string{IGWInetIP}},
+		{Inet, "eth0", "brinet", "inet-pub", []string{InetIP}},
+	}
+	for _, h := range ZoneNATs {
+		wires = append(wires, wire{h, "eth0", "brvpc", h + "-vpc", []string{zoneNatIP(h), zoneNatIP2(h)}})
+	}
+	for _, w := range wires {
+		if err := connect(ctx, w); err != nil {
+			return err
+		}
+	}
+	if err := connectRoot(ctx, "brvpc"); err != nil {
 		return err
 	}
 	for _, nat := range ZoneNATs {
-		if err := nsIP(ctx, NS(nat), "addr", "add", IMDSIP+"/32", "dev", "lo"); err != nil {
-			return err
-		}
-		if err := sysctl(ctx, NS(nat), "net.ipv4.conf.all.rp_filter", "0"); err != nil {
+		if err := natBasics(ctx, nat); err != nil {
 			return err
 		}
 		if err := zonesDefaultRoute(ctx, nat); err != nil {
@@ -217,24 +175,9 @@ func seedZones(ctx context.Context, c, p *ec2.Client) (World, error) {
 		}
 	}
 	for _, h := range ZoneNATs {
-		out, err := c.RunInstances(ctx, &ec2.RunInstancesInput{
-			ImageId: aws.String("ami-12c6146b"), MinCount: aws.Int32(1), MaxCount: aws.Int32(1),
-			InstanceType: ec2types.InstanceTypeT3Micro, SubnetId: aws.String(w.PublicSubnet),
-			PrivateIpAddress: aws.String(zoneNatIP(h)),
-			TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeInstance,
-				Tags: []ec2types.Tag{{Key: aws.String("Name"), Value: aws.String("lab-" + h)}}}},
-		})
+		inst, err := runNAT(ctx, c, w.PublicSubnet, h, zoneNatIP(h))
 		if err != nil {
-			return w, fmt.Errorf("run instance %s: %w", h, err)
-		}
-		in := out.Instances[0]
-		inst := Instance{Host: h, ID: *in.InstanceId, PrivateIP: aws.ToString(in.PrivateIpAddress), SubnetID: w.PublicSubnet}
-		if len(in.NetworkInterfaces) > 0 {
-			inst.ENI = aws.ToString(in.NetworkInterfaces[0].NetworkInterfaceId)
-			inst.MAC = aws.ToString(in.NetworkInterfaces[0].MacAddress)
-		}
-		if inst.PrivateIP != zoneNatIP(h) || inst.ENI == "" {
-			return w, fmt.Errorf("run instance %s: moto gave %s on %q, want %s", h, inst.PrivateIP, inst.ENI, zoneNatIP(h))
+			return w, err
 		}
 		if _, err := c.AssignPrivateIpAddresses(ctx, &ec2.AssignPrivateIpAddressesInput{NetworkInterfaceId: aws.String(inst.ENI),
 			PrivateIpAddresses: []string{zoneNatIP2(h)}}); err != nil {
@@ -310,19 +253,8 @@ func (l *Lab) upZones(ctx context.Context, start time.Time) error {
 	}
 	l.tl.Add(time.Now(), "moto", "seeded %s: %s (%s, table %s) on nat1, %s (%s, table %s) on nat2's secondary address",
 		l.world.VPCID, GroupA, ElasticIP, l.world.Zones.Tables[GroupA], GroupB, ElasticIPB, l.world.Zones.Tables[GroupB])
-	for _, h := range ZoneNATs {
-		if err := nsIP(ctx, NS(h), "link", "set", "eth0", "address", l.world.Instances[h].MAC); err != nil {
-			return err
-		}
-		if err := l.StartIMDS(ctx, h); err != nil {
-			return err
-		}
-	}
-	if _, err := l.startHelper(ctx, Inet, "serve", nil); err != nil {
+	if err := l.startServices(ctx, "eth0"); err != nil {
 		return err
-	}
-	if err := waitListening(ctx, NS(Inet), fmt.Sprintf("%s:%d", InetIP, TCPEchoPort), nil); err != nil {
-		return fmt.Errorf("wait for inet services: %w", err)
 	}
 	rctx, cancel := context.WithCancel(context.Background())
 	l.cancel = cancel

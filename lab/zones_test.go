@@ -2,12 +2,8 @@ package lab_test
 
 import (
 	"context"
-	"os"
-	"strings"
 	"testing"
 	"time"
-
-	"github.com/hashicorp/go-hclog"
 
 	"github.com/natganker/natganker/lab"
 )
@@ -24,31 +20,7 @@ func TestLab_ThreeNATsTwoZones(t *testing.T) {
 	agentBin := buildAgent(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
-	tl := lab.NewTimeline(nil, time.Now())
-	dir := t.TempDir()
-	l := lab.New(lab.Options{Dir: dir, AgentBin: agentBin, Zones: true, FailbackDelay: 3 * time.Second, Timeline: tl,
-		Logger: hclog.New(&hclog.LoggerOptions{Name: "lab", Level: hclog.Warn, Output: testWriter{t}})})
-	t.Cleanup(func() {
-		if t.Failed() || testing.Verbose() {
-			var b strings.Builder
-			tl.Print(&b, time.Time{}, time.Time{})
-			t.Logf("lab timeline:\n%s", b.String())
-			for _, h := range lab.ZoneNATs {
-				if log, err := os.ReadFile(agentLogPath(l, h)); err == nil {
-					t.Logf("agent %s log (tail):\n%s", h, tail(string(log), 40))
-				}
-			}
-		}
-		if err := l.Close(); err != nil {
-			t.Errorf("tear down lab: %v", err)
-		}
-	})
-	if err := l.Up(ctx); err != nil {
-		t.Fatalf("lab up: %v", err)
-	}
-	if err := l.StartMechanism(ctx, lab.Natganker, time.Minute); err != nil {
-		t.Fatalf("start agents: %v", err)
-	}
+	l := upAgents(ctx, t, lab.Options{AgentBin: agentBin, Zones: true, FailbackDelay: 3 * time.Second})
 	eip := map[string]string{lab.GroupA: lab.ElasticIP, lab.GroupB: lab.ElasticIPB}
 	client := map[string]string{lab.GroupA: lab.ClientA, lab.GroupB: lab.ClientB}
 	// egress waits until each zone's client leaves with its group's Elastic IP.
