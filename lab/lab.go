@@ -154,16 +154,9 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 		return fmt.Errorf("build topology: %w", err)
 	}
 	l.tl.Add(time.Now(), "lab", "namespaces up: nat1 %s, nat2 %s, client %s, inet %s, EC2 endpoint %s", Nat1IP, Nat2IP, ClientIP, InetIP, EndpointIP)
-	motoLog, err := l.logFile("moto.log")
-	if err != nil {
+	if err := l.startMoto(ctx); err != nil {
 		return err
 	}
-	p, err := startMoto(ctx, l.opts.MotoPort, motoLog)
-	if err != nil {
-		return err
-	}
-	l.track(p)
-	l.ec2 = newEC2(l.MotoEndpoint())
 	if l.world, err = seed(ctx, l.ec2, l.opts.ExtraTables); err != nil {
 		return fmt.Errorf("seed moto: %w", err)
 	}
@@ -189,6 +182,21 @@ func (l *Lab) Up(ctx context.Context) (err error) {
 		return err
 	}
 	l.logger.Info("lab up", "took", time.Since(start).Round(time.Millisecond), "dir", l.opts.Dir)
+	return nil
+}
+
+// startMoto starts moto at the lab's endpoint, logging to moto.log, and the lab's client to it.
+func (l *Lab) startMoto(ctx context.Context) error {
+	motoLog, err := l.logFile("moto.log")
+	if err != nil {
+		return err
+	}
+	p, err := startMoto(ctx, l.opts.MotoPort, motoLog)
+	if err != nil {
+		return err
+	}
+	l.track(p)
+	l.ec2 = newEC2(l.MotoEndpoint())
 	return nil
 }
 

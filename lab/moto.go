@@ -102,18 +102,11 @@ func startMoto(ctx context.Context, port int, logw io.Writer) (*proc, error) {
 // Elastic IP at its lab address, associated with nat1.
 func seed(ctx context.Context, c *ec2.Client, extraTables int) (World, error) {
 	w := World{Instances: map[string]Instance{}}
-	vpc, err := c.CreateVpc(ctx, &ec2.CreateVpcInput{CidrBlock: aws.String(VPCCIDR)})
-	if err != nil {
-		return w, fmt.Errorf("create vpc: %w", err)
+	var err error
+	if w.VPCID, err = createVPC(ctx, c); err != nil {
+		return w, err
 	}
-	w.VPCID = *vpc.Vpc.VpcId
-	subnet := func(cidr string) (string, error) {
-		s, err := c.CreateSubnet(ctx, &ec2.CreateSubnetInput{VpcId: vpc.Vpc.VpcId, CidrBlock: aws.String(cidr), AvailabilityZone: aws.String(zone)})
-		if err != nil {
-			return "", fmt.Errorf("create subnet %s: %w", cidr, err)
-		}
-		return *s.Subnet.SubnetId, nil
-	}
+	subnet := func(cidr string) (string, error) { return createSubnet(ctx, c, w.VPCID, cidr) }
 	// On the wire the lab has one /24; in moto the NATs and the client sit in their own
 	// subnets inside it, as a public and a private subnet would.
 	if w.PublicSubnet, err = subnet("198.18.1.0/26"); err != nil {
@@ -130,7 +123,7 @@ func seed(ctx context.Context, c *ec2.Client, extraTables int) (World, error) {
 		w.Instances[h] = inst
 	}
 	table := func(name string, subnet string) (string, error) {
-		rt, err := c.CreateRouteTable(ctx, &ec2.CreateRouteTableInput{VpcId: vpc.Vpc.VpcId,
+		rt, err := c.CreateRouteTable(ctx, &ec2.CreateRouteTableInput{VpcId: aws.String(w.VPCID),
 			TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeRouteTable,
 				Tags: []ec2types.Tag{{Key: aws.String("Name"), Value: aws.String(name)}}}}})
 		if err != nil {
@@ -172,6 +165,24 @@ func seed(ctx context.Context, c *ec2.Client, extraTables int) (World, error) {
 		return w, fmt.Errorf("associate %s with nat1: %w", w.AllocationID, err)
 	}
 	return w, nil
+}
+
+// createVPC creates the lab's VPC in moto.
+func createVPC(ctx context.Context, c *ec2.Client) (string, error) {
+	vpc, err := c.CreateVpc(ctx, &ec2.CreateVpcInput{CidrBlock: aws.String(VPCCIDR)})
+	if err != nil {
+		return "", fmt.Errorf("create vpc: %w", err)
+	}
+	return *vpc.Vpc.VpcId, nil
+}
+
+// createSubnet creates a subnet of vpc in the lab's zone.
+func createSubnet(ctx context.Context, c *ec2.Client, vpc, cidr string) (string, error) {
+	s, err := c.CreateSubnet(ctx, &ec2.CreateSubnetInput{VpcId: aws.String(vpc), CidrBlock: aws.String(cidr), AvailabilityZone: aws.String(zone)})
+	if err != nil {
+		return "", fmt.Errorf("create subnet %s: %w", cidr, err)
+	}
+	return *s.Subnet.SubnetId, nil
 }
 
 // runNAT launches lab host's instance in subnet at address ip.

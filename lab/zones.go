@@ -154,18 +154,11 @@ func zonesDefaultRoute(ctx context.Context, host string) error {
 // proxy (p), which records where EC2 would have put them.
 func seedZones(ctx context.Context, c, p *ec2.Client) (World, error) {
 	w := World{Instances: map[string]Instance{}, Zones: &ZoneWorld{Tables: map[string]string{}, Allocs: map[string]string{}, Subnets: map[string]string{}}}
-	vpc, err := c.CreateVpc(ctx, &ec2.CreateVpcInput{CidrBlock: aws.String(VPCCIDR)})
-	if err != nil {
-		return w, fmt.Errorf("create vpc: %w", err)
+	var err error
+	if w.VPCID, err = createVPC(ctx, c); err != nil {
+		return w, err
 	}
-	w.VPCID = *vpc.Vpc.VpcId
-	subnet := func(cidr string) (string, error) {
-		s, err := c.CreateSubnet(ctx, &ec2.CreateSubnetInput{VpcId: vpc.Vpc.VpcId, CidrBlock: aws.String(cidr), AvailabilityZone: aws.String(zone)})
-		if err != nil {
-			return "", fmt.Errorf("create subnet %s: %w", cidr, err)
-		}
-		return *s.Subnet.SubnetId, nil
-	}
+	subnet := func(cidr string) (string, error) { return createSubnet(ctx, c, w.VPCID, cidr) }
 	if w.PublicSubnet, err = subnet("198.18.1.0/26"); err != nil {
 		return w, err
 	}
@@ -186,7 +179,7 @@ func seedZones(ctx context.Context, c, p *ec2.Client) (World, error) {
 		w.Instances[h] = inst
 	}
 	for g, nat := range map[string]string{GroupA: Nat1, GroupB: Nat2} {
-		rt, err := c.CreateRouteTable(ctx, &ec2.CreateRouteTableInput{VpcId: vpc.Vpc.VpcId,
+		rt, err := c.CreateRouteTable(ctx, &ec2.CreateRouteTableInput{VpcId: aws.String(w.VPCID),
 			TagSpecifications: []ec2types.TagSpecification{{ResourceType: ec2types.ResourceTypeRouteTable,
 				Tags: []ec2types.Tag{{Key: aws.String("Name"), Value: aws.String("lab-" + g)}}}}})
 		if err != nil {
@@ -231,16 +224,9 @@ func (l *Lab) upZones(ctx context.Context, start time.Time) error {
 	}
 	l.tl.Add(time.Now(), "lab", "zones lab up: nat1 %s (zone a), nat2 %s (zone b), nat3 %s (standby), clients %s and %s",
 		Nat1IP, Nat2IP, Nat3IP, ClientAIP, ClientBIP)
-	motoLog, err := l.logFile("moto.log")
-	if err != nil {
+	if err := l.startMoto(ctx); err != nil {
 		return err
 	}
-	p, err := startMoto(ctx, l.opts.MotoPort, motoLog)
-	if err != nil {
-		return err
-	}
-	l.track(p)
-	l.ec2 = newEC2(l.MotoEndpoint())
 	if l.opts.Proxy == nil {
 		l.opts.Proxy = &ec2test.ProxyOptions{}
 	}
@@ -248,9 +234,11 @@ func (l *Lab) upZones(ctx context.Context, start time.Time) error {
 	if err := l.startProxy(); err != nil {
 		return err
 	}
-	if l.world, err = seedZones(ctx, l.ec2, newEC2(l.AgentEndpoint())); err != nil {
+	w, err := seedZones(ctx, l.ec2, newEC2(l.AgentEndpoint()))
+	if err != nil {
 		return fmt.Errorf("seed moto: %w", err)
 	}
+	l.world = w
 	l.tl.Add(time.Now(), "moto", "seeded %s: %s (%s, table %s) on nat1, %s (%s, table %s) on nat2's secondary address",
 		l.world.VPCID, GroupA, ElasticIP, l.world.Zones.Tables[GroupA], GroupB, ElasticIPB, l.world.Zones.Tables[GroupB])
 	if err := l.startServices(ctx, "eth0"); err != nil {
