@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"fmt"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -14,7 +13,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	awsec2 "github.com/aws/aws-sdk-go-v2/service/ec2"
 	"github.com/aws/aws-sdk-go-v2/service/ec2/types"
-	"github.com/hashicorp/go-hclog"
 
 	"github.com/natganker/natganker/agent/datapath"
 	"github.com/natganker/natganker/config"
@@ -126,20 +124,7 @@ func TestCluster_TwoGroupsOnOneNAT(t *testing.T) {
 		if i == 1 {
 			prioA, prioB = 100, 200
 		}
-		return fmt.Sprintf(`group "az-a" {
-  priority = %d
-  elastic_ip = %q
-  route_tables = [%q]
-  discover_route_tables = false
-  failback_delay = "1s"
-}
-group "az-b" {
-  priority = %d
-  elastic_ip = %q
-  route_tables = [%q]
-  discover_route_tables = false
-  failback_delay = "1s"
-}`, prioA, allocA, c.world.RouteTableIDs[0], prioB, allocB, c.world.RouteTableIDs[1])
+		return zoneGroups(prioA, allocA, c.world.RouteTableIDs[0], prioB, allocB, c.world.RouteTableIDs[1])
 	}
 	// Read through a proxy: it reports the private address each Elastic IP sits on.
 	api := ec2test.API(c.endpoints[0], c.world.Region)
@@ -326,23 +311,7 @@ func TestAgent_SourceNAT(t *testing.T) {
 	cfg.Groups = append(cfg.Groups, b)
 	cloud := &subnetCloud{fakeCloud: newFakeCloud("i-a", "rtb-1"), subnets: []string{"10.0.2.0/24"}}
 	dp := &snatDatapath{}
-	l := &loopAgent{cloud: cloud.fakeCloud, gossip: newFakeGossip(), log: &syncBuffer{}}
-	logger := hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: l.log})
-	a, err := New(cfg, ec2.Identity{InstanceID: "i-a", LocalIPv4: "127.0.0.1"},
-		Deps{Cloud: cloud, Membership: l.gossip, Health: dp, Version: "test"}, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	l.Agent = a
-	t.Cleanup(func() {
-		l.kill()
-		if t.Failed() {
-			t.Logf("agent log:\n%s", l.log.String())
-		}
-	})
+	l := startLoopWith(t, "i-a", cfg, cloud.fakeCloud, func(d *Deps) { d.Cloud, d.Health = cloud, dp })
 
 	want := []datapath.SourceNAT{{Group: "az-b", To: netip.MustParseAddr("10.0.0.100"), Sources: []netip.Prefix{netip.MustParsePrefix("10.0.2.0/24")}}}
 	waitFor(t, "the source NAT rule installed", func() bool { return reflect.DeepEqual(dp.installedRules(), want) })

@@ -11,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/natganker/natganker/agent/datapath"
 	"github.com/natganker/natganker/config"
 	"github.com/natganker/natganker/ec2"
@@ -397,24 +395,7 @@ func loopConfig(prio int, failbackDelay time.Duration) *config.Config {
 
 func startLoop(t *testing.T, self string, cfg *config.Config, cloud *fakeCloud, health HealthChecker) *loopAgent {
 	t.Helper()
-	l := &loopAgent{cloud: cloud, gossip: newFakeGossip(), log: &syncBuffer{}}
-	logger := hclog.New(&hclog.LoggerOptions{Level: hclog.Debug, Output: l.log})
-	a, err := New(cfg, ec2.Identity{InstanceID: self, LocalIPv4: "127.0.0.1"},
-		Deps{Cloud: cloud, Membership: l.gossip, Health: health, Version: "test"}, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Start(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	l.Agent = a
-	t.Cleanup(func() {
-		l.kill()
-		if t.Failed() {
-			t.Logf("agent log:\n%s", l.log.String())
-		}
-	})
-	return l
+	return startLoopWith(t, self, cfg, cloud, func(d *Deps) { d.Health = health })
 }
 
 // kill stops the agent without a handover, as SIGKILL would.

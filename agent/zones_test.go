@@ -28,20 +28,7 @@ func TestCluster_ThreeNATsTwoZones(t *testing.T) {
 	// Priorities (az-a, az-b): nat1 (300, 100), nat2 (100, 300), nat3 (200, 200).
 	prios := [][2]int{{300, 100}, {100, 300}, {200, 200}}
 	c.groups = func(i int) string {
-		return fmt.Sprintf(`group "az-a" {
-  priority = %d
-  elastic_ip = %q
-  route_tables = [%q]
-  discover_route_tables = false
-  failback_delay = "1s"
-}
-group "az-b" {
-  priority = %d
-  elastic_ip = %q
-  route_tables = [%q]
-  discover_route_tables = false
-  failback_delay = "1s"
-}`, prios[i][0], c.world.AllocationID, rtA, prios[i][1], aws.ToString(eipB.AllocationId), rtB)
+		return zoneGroups(prios[i][0], c.world.AllocationID, rtA, prios[i][1], aws.ToString(eipB.AllocationId), rtB)
 	}
 	nat := func(i int) string { return c.world.Instances[i].ID }
 	read := func() (a, b string, err error) {
@@ -128,4 +115,23 @@ group "az-b" {
 		c.start(0)
 		waitLayout("nat1 back", nat(0), nat(1))
 	})
+}
+
+// zoneGroups is the configuration of the two zones' groups, az-a and az-b, each with its
+// priority, Elastic IP and one route table, no discovery and a failback delay of 1 s.
+func zoneGroups(prioA int, eipA, tableA string, prioB int, eipB, tableB string) string {
+	return fmt.Sprintf(`group "az-a" {
+  priority = %d
+  elastic_ip = %q
+  route_tables = [%q]
+  discover_route_tables = false
+  failback_delay = "1s"
+}
+group "az-b" {
+  priority = %d
+  elastic_ip = %q
+  route_tables = [%q]
+  discover_route_tables = false
+  failback_delay = "1s"
+}`, prioA, eipA, tableA, prioB, eipB, tableB)
 }
